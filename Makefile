@@ -1,0 +1,74 @@
+# aimc — one Makefile.  make | make run | make test | make test-cuda | make bench | make clean
+# CUDA=0 builds without the CUDA backend; by default it is built when nvcc is found.
+
+CC      ?= gcc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -MMD -MP
+LDLIBS  += -lcjson -lpcre2-8 -lwebp -lturbojpeg -lpng -lz -lm -lpthread -fopenmp
+BUILD   := build
+
+NVCC      ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CUDA_HOME ?= $(if $(NVCC),$(patsubst %/bin/nvcc,%,$(NVCC)),/usr/local/cuda)
+CUDA      ?= $(if $(NVCC),1,0)
+# sm_80 (Ampere) and sm_90a (Hopper, arch-specific features); -gencode form for sm_90a.
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a
+NVFLAGS   ?= -O3 -g -std=c++17 -lineinfo $(CUDA_ARCH) -Xcompiler -Wall,-Wextra -MMD -MP
+
+HOST_SRC  := $(wildcard host/*.c data/*.c kernels/cpu/*.c)
+LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(filter-out host/main.c,$(HOST_SRC)))
+CUDA_SRC  := $(wildcard kernels/cuda/*.cu)
+TEST_SRC  := $(wildcard tests/test_*.c)
+TESTS     := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+CUDA_TEST_SRC := $(wildcard tests/cuda/test_*.c)
+CUDA_TESTS    := $(patsubst tests/cuda/%.c,$(BUILD)/tests-cuda/%,$(CUDA_TEST_SRC))
+
+ifeq ($(CUDA),1)
+CFLAGS  += -DAIMC_CUDA -I$(CUDA_HOME)/include
+LIB_OBJ += $(patsubst %.cu,$(BUILD)/%.o,$(CUDA_SRC))
+LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart_static -ldl -lrt -lstdc++
+endif
+
+.PHONY: all deps run test test-cuda bench clean
+all: $(BUILD)/aimc
+
+deps:
+	@bash third_party/install.sh
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(BUILD)/libaimc.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/aimc: $(BUILD)/host/main.o $(BUILD)/libaimc.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/testlib.h $(BUILD)/libaimc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(BUILD)/libaimc.a -o $@ $(LDLIBS)
+
+$(BUILD)/tests-cuda/%: tests/cuda/%.c tests/testlib.h $(BUILD)/libaimc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(BUILD)/libaimc.a -o $@ $(LDLIBS)
+
+# The main job on the embedded default (CPU when there is no GPU).
+run: deps $(BUILD)/aimc
+	$(BUILD)/aimc selfcheck
+
+test: deps $(BUILD)/aimc $(TESTS)
+	@bash tests/run.sh $(BUILD)/tests
+
+test-cuda: deps $(BUILD)/aimc $(CUDA_TESTS)
+	@if [ "$(CUDA)" != 1 ]; then echo "make test-cuda: this build has no CUDA (nvcc not found or CUDA=0)"; exit 1; fi
+	@bash tests/run.sh $(BUILD)/tests-cuda
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,6 @@
+/* Every subcommand's entry point: argv[0] is the subcommand name. Returns the
+ * process exit status. One line per command in host/main.c's table. */
+#ifndef AIMC_COMMANDS_H
+#define AIMC_COMMANDS_H
+int cmd_selfcheck(int argc, char **argv);
+#endif
