@@ -5,8 +5,8 @@
 
 static void *cpu_alloc(size_t bytes) {
     void *p = NULL;
-    /* 64-byte alignment: cache lines and any vector width */
-    if (posix_memalign(&p, 64, bytes ? bytes : 64))
+    /* 256 bytes, like the arena's tensors and cudaMalloc */
+    if (posix_memalign(&p, 256, bytes ? bytes : 256))
         aimc_die("cpu: out of memory allocating %zu bytes", bytes);
     return p;
 }
@@ -27,9 +27,10 @@ const backend *backend_cpu(void) {
         b.download = cpu_copy;
         b.zero = cpu_zero;
         b.sync = cpu_sync;
-        cpu_fill_linear(&b);
-        cpu_fill_pointwise(&b);
-        cpu_fill_loss(&b);
+        void (*const fillers[])(backend *) = {cpu_fill_matmul, cpu_fill_attention, cpu_fill_norm,
+                                               cpu_fill_activation, cpu_fill_rope, cpu_fill_rows,
+                                               cpu_fill_loss, cpu_fill_optim};
+        for (size_t i = 0; i < sizeof fillers / sizeof fillers[0]; i++) fillers[i](&b);
         ready = 1;
     }
     return &b;
