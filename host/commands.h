@@ -3,4 +3,5 @@
 #ifndef AIMC_COMMANDS_H
 #define AIMC_COMMANDS_H
 int cmd_selfcheck(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 #endif

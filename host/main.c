@@ -14,6 +14,7 @@ typedef struct command {
 static const command commands[] = {
     {"selfcheck", cmd_selfcheck,
      "train a tiny projector through a frozen attention block; checks gradients and loss"},
+    {"tokenize", cmd_tokenize, "text -> token ids (or ids -> text) with a model folder's tokenizer.json"},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 
