@@ -4,4 +4,5 @@
 #define AIMC_COMMANDS_H
 int cmd_selfcheck(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_preprocess(int argc, char **argv);
 #endif

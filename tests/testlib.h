@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static int tl_passed, tl_failed;
 static uint64_t tl_state;
@@ -96,4 +98,40 @@ static inline void *tl_alloc(size_t bytes) {
     }
     return p;
 }
+
+/* Runs fn in a child process with stderr captured into msg; returns its exit
+ * status (128 + signal when killed). For calls that must die with a clear
+ * error. The call must fail before any OpenMP region starts: libgomp's
+ * thread pool does not survive fork. */
+static inline int tl_run_child(void (*fn)(void), char *msg, size_t len) {
+    int fd[2];
+    if (pipe(fd)) return -1;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fd[1], 2);
+        close(fd[0]);
+        fn();
+        _exit(0);
+    }
+    close(fd[1]);
+    size_t got = 0;
+    ssize_t k;
+    while (got + 1 < len && (k = read(fd[0], msg + got, len - 1 - got)) > 0) got += (size_t)k;
+    msg[got] = 0;
+    close(fd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* One check: fn exits with `status` and its stderr contains `want`. */
+#define EXPECT_DIES(fn, status, want)                                                      \
+    do {                                                                                   \
+        char tl_msg_[1024];                                                                \
+        int tl_rc_ = tl_run_child((fn), tl_msg_, sizeof tl_msg_);                          \
+        CHECK(tl_rc_ == (status) && strstr(tl_msg_, (want)) != NULL,                       \
+              "%s: want exit %d with '%s', got %d: %s", #fn, (status), (want), tl_rc_, tl_msg_); \
+    } while (0)
 #endif
