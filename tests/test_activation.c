@@ -3,8 +3,6 @@
  * central finite differences of the reference forward. */
 #include "../host/ops.h"
 #include "testlib.h"
-#include <sys/wait.h>
-#include <unistd.h>
 
 #define TOL 1e-5    /* f32 kernel vs float64 reference, per output */
 #define FD_TOL 1e-6 /* finite differences vs the analytic float64 derivative */
@@ -183,28 +181,6 @@ static void check_bf16_act(void) {
 
 /* ---- wrapper errors (in a child process: they exit) ---- */
 
-static int run_child(void (*fn)(void), char *msg, size_t len) {
-    int fd[2];
-    if (pipe(fd)) return -1;
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fd[1], 2);
-        close(fd[0]);
-        fn();
-        _exit(0);
-    }
-    close(fd[1]);
-    size_t got = 0;
-    ssize_t k;
-    while (got + 1 < len && (k = read(fd[0], msg + got, len - 1 - got)) > 0) got += (size_t)k;
-    msg[got] = 0;
-    close(fd[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 static void act_mixed_dtypes(void) {
     float x[4] = {0};
     uint16_t y[4];
@@ -225,14 +201,10 @@ static void swiglu_shape_mismatch(void) {
 }
 
 static void check_wrapper_errors(void) {
+    EXPECT_DIES(act_mixed_dtypes, 1, "act: y has dtype bf16, expected f32");
+    EXPECT_DIES(act_bad_kind, 1, "unknown activation kind 17");
     char msg[512];
-    int rc = run_child(act_mixed_dtypes, msg, sizeof msg);
-    CHECK(rc == 1 && strstr(msg, "act: y has dtype bf16, expected f32"),
-          "act with f32 x, bf16 y: exit %d, message '%s'", rc, msg);
-    rc = run_child(act_bad_kind, msg, sizeof msg);
-    CHECK(rc == 1 && strstr(msg, "unknown activation kind 17"), "act kind 17: exit %d, '%s'", rc,
-          msg);
-    rc = run_child(swiglu_shape_mismatch, msg, sizeof msg);
+    int rc = tl_run_child(swiglu_shape_mismatch, msg, sizeof msg);
     CHECK(rc == 1 && strstr(msg, "swiglu") && strstr(msg, "[5]"),
           "swiglu with [6] gate, [5] up: exit %d, '%s'", rc, msg);
     CHECK(act_parse("gelu_pytorch_tanh") == ACT_GELU_TANH &&

@@ -4,8 +4,6 @@
 #include "../host/ops.h"
 #include "../kernels/check.h"
 #include "testlib.h"
-#include <sys/wait.h>
-#include <unistd.h>
 
 #define TOL 1e-5        /* f32 op vs float64 reference (relative, vector norm) */
 #define FD_TOL_F32 1e-3 /* central differences of the f32 op itself */
@@ -527,31 +525,6 @@ static void test_infonce(void) {
 
 /* ===== error paths ====================================================== */
 
-/* Runs fn in a child process; returns its exit code (-1 if it did not exit
- * normally) and what it wrote to stderr. Called before any OpenMP region
- * so the child never meets a copied thread pool. */
-static int run_in_child(void (*fn)(void), char *err, size_t n) {
-    int fds[2];
-    if (pipe(fds)) return -1;
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 2);
-        close(fds[0]);
-        fn();
-        _exit(0);
-    }
-    close(fds[1]);
-    size_t got = 0;
-    ssize_t r;
-    while (got + 1 < n && (r = read(fds[0], err + got, n - 1 - got)) > 0) got += (size_t)r;
-    err[got] = 0;
-    close(fds[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static void ce_with_targets(const int32_t *targets, const backend *on) {
     float x[15] = {0}, loss[3];
     int32_t t[3];
@@ -586,7 +559,7 @@ static void infonce_offset_outside(void) {
 static void expect_death(void (*fn)(void), const char *what, const char *want1,
                          const char *want2) {
     char err[512];
-    int code = run_in_child(fn, err, sizeof err);
+    int code = tl_run_child(fn, err, sizeof err);
     CHECK(code == 1 && strstr(err, want1) && strstr(err, want2),
           "%s: want exit 1 with \"%s\" and \"%s\", got exit %d: %s", what, want1, want2, code, err);
 }

@@ -3,8 +3,6 @@
  * gradients, over odd widths and eps 1e-5 / 1e-6 / 1e-12. */
 #include "../host/ops.h"
 #include "testlib.h"
-#include <sys/wait.h>
-#include <unistd.h>
 
 #define TOL 1e-5    /* f32 kernel vs float64 reference, per output */
 #define FD_TOL 1e-6 /* finite differences vs the analytic float64 gradient */
@@ -316,31 +314,6 @@ static void check_bf16_layernorm(void) {
 
 /* ---- wrapper errors (in a child process: they exit) ---- */
 
-typedef void (*death_fn)(void);
-
-/* Runs fn in a child; returns its exit status and captures stderr in msg. */
-static int run_child(death_fn fn, char *msg, size_t len) {
-    int fd[2];
-    if (pipe(fd)) return -1;
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fd[1], 2);
-        close(fd[0]);
-        fn();
-        _exit(0);
-    }
-    close(fd[1]);
-    size_t got = 0;
-    ssize_t k;
-    while (got + 1 < len && (k = read(fd[0], msg + got, len - 1 - got)) > 0) got += (size_t)k;
-    msg[got] = 0;
-    close(fd[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 static void layernorm_wrong_weight(void) {
     float x[12], y[12], w[5];
     tensor tx = wrap_f32(x, 2, (int64_t[]){3, 4}), ty = wrap_f32(y, 2, (int64_t[]){3, 4});
@@ -369,15 +342,11 @@ static void rmsnorm_wrong_stats(void) {
 
 static void check_wrapper_errors(void) {
     char msg[512];
-    int rc = run_child(layernorm_wrong_weight, msg, sizeof msg);
+    int rc = tl_run_child(layernorm_wrong_weight, msg, sizeof msg);
     CHECK(rc == 1 && strstr(msg, "layernorm") && strstr(msg, "w has shape [5]"),
           "layernorm with a [5] weight for width 4: exit %d, message '%s'", rc, msg);
-    rc = run_child(rmsnorm_on_bare_backend, msg, sizeof msg);
-    CHECK(rc == 1 && strstr(msg, "op rmsnorm is not implemented on backend bare"),
-          "rmsnorm on a backend without it: exit %d, message '%s'", rc, msg);
-    rc = run_child(rmsnorm_wrong_stats, msg, sizeof msg);
-    CHECK(rc == 1 && strstr(msg, "rstd"), "rmsnorm with 4 stats for 3 rows: exit %d, message '%s'",
-          rc, msg);
+    EXPECT_DIES(rmsnorm_on_bare_backend, 1, "op rmsnorm is not implemented on backend bare");
+    EXPECT_DIES(rmsnorm_wrong_stats, 1, "rstd");
 }
 
 int main(void) {

@@ -6,8 +6,6 @@
  * differences. */
 #include "../host/ops.h"
 #include "testlib.h"
-#include <sys/wait.h>
-#include <unistd.h>
 
 #define TOL 1e-5        /* f32 kernel vs float64 reference, per output */
 #define FD_TOL 1e-6     /* finite differences vs the analytic float64 gradient */
@@ -250,28 +248,6 @@ static void check_add_scale(int64_t n) {
 
 /* ---- errors (in a child process: they exit) ---- */
 
-static int run_child(void (*fn)(void), char *msg, size_t len) {
-    int fd[2];
-    if (pipe(fd)) return -1;
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fd[1], 2);
-        close(fd[0]);
-        fn();
-        _exit(0);
-    }
-    close(fd[1]);
-    size_t got = 0;
-    ssize_t k;
-    while (got + 1 < len && (k = read(fd[0], msg + got, len - 1 - got)) > 0) got += (size_t)k;
-    msg[got] = 0;
-    close(fd[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 static int32_t bad_index;
 
 static void gather_bad_index(void) {
@@ -316,23 +292,19 @@ static void gather_wrong_idx_count(void) {
 static void check_errors(void) {
     char msg[512];
     bad_index = 10;
-    int rc = run_child(gather_bad_index, msg, sizeof msg);
+    int rc = tl_run_child(gather_bad_index, msg, sizeof msg);
     CHECK(rc == 1 && strstr(msg, "gather_rows: index 10 (position 2)") && strstr(msg, "10 rows"),
           "gather index 10 of 10 rows: exit %d, '%s'", rc, msg);
     bad_index = -1;
-    rc = run_child(gather_bad_index, msg, sizeof msg);
+    rc = tl_run_child(gather_bad_index, msg, sizeof msg);
     CHECK(rc == 1 && strstr(msg, "index -1") && strstr(msg, "10 rows"),
           "gather index -1: exit %d, '%s'", rc, msg);
     bad_index = 9;
-    rc = run_child(scatter_bad_index, msg, sizeof msg);
+    rc = tl_run_child(scatter_bad_index, msg, sizeof msg);
     CHECK(rc == 1 && strstr(msg, "scatter_rows: index 9 (position 0)") && strstr(msg, "9 rows"),
           "scatter index 9 of 9 rows: exit %d, '%s'", rc, msg);
-    rc = run_child(rope_odd_head_dim, msg, sizeof msg);
-    CHECK(rc == 1 && strstr(msg, "head_dim 3 is odd"), "rope with head_dim 3: exit %d, '%s'", rc,
-          msg);
-    rc = run_child(gather_wrong_idx_count, msg, sizeof msg);
-    CHECK(rc == 1 && strstr(msg, "idx has shape [5]"),
-          "gather 5 indices into 4 rows: exit %d, '%s'", rc, msg);
+    EXPECT_DIES(rope_odd_head_dim, 1, "head_dim 3 is odd");
+    EXPECT_DIES(gather_wrong_idx_count, 1, "idx has shape [5]");
 }
 
 int main(void) {

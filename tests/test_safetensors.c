@@ -19,7 +19,6 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 static char g_tmp[256];
@@ -63,32 +62,6 @@ static int file_exists(const char *path) { return access(path, F_OK) == 0; }
 static void fill_random_bytes(void *p, size_t n) {
     unsigned char *b = p;
     for (size_t i = 0; i < n; i++) b[i] = (unsigned char)rng_u64();
-}
-
-/* Runs fn in a child with stderr captured into out; returns the exit code
- * (128 + signal when it was killed). */
-static int run_child(void (*fn)(void), char *out, size_t outlen) {
-    int p[2];
-    fflush(stdout);
-    fflush(stderr);
-    if (pipe(p)) return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(p[0]);
-        dup2(p[1], 2);
-        fn();
-        fflush(stderr);
-        _exit(0);
-    }
-    close(p[1]);
-    size_t used = 0;
-    ssize_t k;
-    while ((k = read(p[0], out + used, outlen - 1 - used)) > 0) used += (size_t)k;
-    out[used] = '\0';
-    close(p[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 /* ---- independent decoders (double precision, from the format specs) ---- */
@@ -694,7 +667,7 @@ static void save_under_size_limit(void) {
 
 static void test_writer_failures(void) {
     char out[2048];
-    int code = run_child(save_under_size_limit, out, sizeof out);
+    int code = tl_run_child(save_under_size_limit, out, sizeof out);
     CHECK(code == 0 && strstr(out, "writing") && strstr(out, "File too large"),
           "size-limited save: exit %d, message '%s'", code, out);
     CHECK(!file_exists(tmp_path("limited.safetensors")) && no_tmp_files_left(),
@@ -851,7 +824,7 @@ static void load_child(void) {
 static void expect_death(void (*fn)(void), const char *label, const char *n1, const char *n2,
                          const char *n3) {
     char out[4096];
-    int code = run_child(fn, out, sizeof out);
+    int code = tl_run_child(fn, out, sizeof out);
     CHECK(code == 1 && strstr(out, "aimc: error: ") && strstr(out, n1) &&
               (!n2 || strstr(out, n2)) && (!n3 || strstr(out, n3)) &&
               strchr(out, '\n') == out + strlen(out) - 1,

@@ -5,8 +5,6 @@
 #include "../host/ops.h"
 #include "testlib.h"
 #include <float.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 /* A 16-bit float format: sign, exp_bits exponent, man_bits fraction. */
 typedef struct fmt16 {
@@ -251,28 +249,6 @@ static void check_arena(void) {
 
 /* ---- errors (in a child process: they exit) ---- */
 
-static int run_child(void (*fn)(void), char *msg, size_t len) {
-    int fd[2];
-    if (pipe(fd)) return -1;
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fd[1], 2);
-        close(fd[0]);
-        fn();
-        _exit(0);
-    }
-    close(fd[1]);
-    size_t got = 0;
-    ssize_t k;
-    while (got + 1 < len && (k = read(fd[0], msg + got, len - 1 - got)) > 0) got += (size_t)k;
-    msg[got] = 0;
-    close(fd[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
 static void arena_overflow(void) {
     arena a;
     arena_init(&a, backend_cpu(), 1024);
@@ -302,19 +278,13 @@ static void convert_i32_to_f32(void) {
 
 static void check_errors(void) {
     char msg[512];
-    int rc = run_child(arena_overflow, msg, sizeof msg);
+    int rc = tl_run_child(arena_overflow, msg, sizeof msg);
     CHECK(rc == 1 && strstr(msg, "arena full") && strstr(msg, "1280 more bytes") &&
               strstr(msg, "1024"),
           "arena exhaustion: exit %d, '%s'", rc, msg);
-    rc = run_child(slice_past_end, msg, sizeof msg);
-    CHECK(rc == 1 && strstr(msg, "rows [4, 6) outside dim 0 of size 5"),
-          "slice0 past the end: exit %d, '%s'", rc, msg);
-    rc = run_child(reshape_changes_numel, msg, sizeof msg);
-    CHECK(rc == 1 && strstr(msg, "[5, 2] -> [3, 3] changes numel"),
-          "reshape 10 -> 9: exit %d, '%s'", rc, msg);
-    rc = run_child(convert_i32_to_f32, msg, sizeof msg);
-    CHECK(rc == 1 && strstr(msg, "convert: dst has dtype f32, expected i32"),
-          "convert i32 -> f32: exit %d, '%s'", rc, msg);
+    EXPECT_DIES(slice_past_end, 1, "rows [4, 6) outside dim 0 of size 5");
+    EXPECT_DIES(reshape_changes_numel, 1, "[5, 2] -> [3, 3] changes numel");
+    EXPECT_DIES(convert_i32_to_f32, 1, "convert: dst has dtype f32, expected i32");
 }
 
 int main(void) {
