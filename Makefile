@@ -4,8 +4,14 @@
 CC      ?= gcc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -fopenmp -MMD -MP
-LDLIBS  += -lcjson -lpcre2-8 -lwebp -lturbojpeg -lpng -lz -lm -lpthread -fopenmp
+MPI_CFLAGS ?= $(shell pkg-config --cflags ompi-c 2>/dev/null)
+MPI_LIBS   ?= $(shell pkg-config --libs ompi-c 2>/dev/null)
+CFLAGS  += $(MPI_CFLAGS)
+LDLIBS  += -lcjson -lpcre2-8 -lwebp -lturbojpeg -lpng -lzstd -lz $(MPI_LIBS) -lm -lpthread -fopenmp $(SAN)
 BUILD   := build
+# SAN="-fsanitize=..." instruments every C object and link (make test-asan sets it).
+SAN     ?=
+CFLAGS  += $(SAN)
 
 NVCC      ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 CUDA_HOME ?= $(if $(NVCC),$(patsubst %/bin/nvcc,%,$(NVCC)),/usr/local/cuda)
@@ -28,17 +34,22 @@ LIB_OBJ += $(patsubst %.cu,$(BUILD)/%.o,$(CUDA_SRC))
 LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart_static -ldl -lrt -lstdc++
 endif
 
-.PHONY: all deps run test test-cuda bench clean
+.PHONY: all deps run test test-asan test-cuda bench clean
 all: $(BUILD)/aimc
 
+# Every compile waits for the Debian packages (also under make -j).
+DEPS_STAMP := $(BUILD)/.deps-installed
+$(DEPS_STAMP): third_party/packages.txt third_party/install.sh
+	@bash third_party/install.sh
+	@mkdir -p $(dir $@) && touch $@
 deps:
 	@bash third_party/install.sh
 
-$(BUILD)/%.o: %.c
+$(BUILD)/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/%.o: %.cu
+$(BUILD)/%.o: %.cu | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
@@ -64,6 +75,11 @@ run: deps $(BUILD)/aimc
 test: deps $(BUILD)/aimc $(TESTS)
 	@bash tests/run.sh $(BUILD)/tests
 
+# The CPU suite under AddressSanitizer (+ LeakSanitizer) and UBSan, in its own build folder.
+ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+test-asan:
+	$(MAKE) BUILD=build-asan CUDA=0 SAN="$(ASAN_FLAGS)" test
+
 test-cuda: deps $(BUILD)/aimc $(CUDA_TESTS)
 	@if [ "$(CUDA)" != 1 ]; then echo "make test-cuda: this build has no CUDA (nvcc not found or CUDA=0)"; exit 1; fi
 	@bash tests/run.sh $(BUILD)/tests-cuda
@@ -72,3 +88,18 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# make bench: the copy-bandwidth and bf16-GEMM ceilings, then every cuda kernel
+# at aimc's shapes; prints the table and writes docs/perf-<gpu>.md.
+BENCH_BIN := $(BUILD)/bench/aimc-bench
+$(BENCH_BIN): tests/cuda/bench.c $(BUILD)/libaimc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(BUILD)/libaimc.a -o $@ $(LDLIBS)
+
+ifeq ($(CUDA),1)
+bench: $(BENCH_BIN)
+	$(BENCH_BIN) docs
+else
+bench:
+	@echo "make bench: this build has no CUDA (nvcc not found or CUDA=0)"; exit 1
+endif
