@@ -8,6 +8,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { DT_F32 = 0, DT_BF16, DT_F16, DT_I32, DT_COUNT } dtype;
 
 struct backend;
@@ -71,4 +75,7 @@ static inline void store_from_f32(void *p, dtype dt, int64_t i, float v) {
     default: ((float *)p)[i] = v; break;
     }
 }
+#ifdef __cplusplus
+}
+#endif
 #endif
