@@ -142,7 +142,7 @@ extern "C" const backend *backend_cuda(char *err, size_t errlen) {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
-        fail(err, errlen, "cudaGetDeviceCount failed", e);
+        fail(err, errlen, "no usable NVIDIA GPU or driver on this machine (cudaGetDeviceCount)", e);
         return NULL;
     }
     if (count == 0) {
