@@ -16,6 +16,7 @@ static const command commands[] = {
      "train a tiny projector through a frozen attention block; checks gradients and loss"},
     {"tokenize", cmd_tokenize, "text -> token ids (or ids -> text) with a model folder's tokenizer.json"},
     {"preprocess", cmd_preprocess, "decode images and write the pixel_values a model's image processor gives"},
+    {"export", cmd_export, "write a checkpoint's projector as a PyTorch state_dict (safetensors) + JSON"},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 
