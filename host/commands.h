@@ -5,6 +5,7 @@
 int cmd_selfcheck(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
+int cmd_shards(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 #endif

@@ -16,6 +16,7 @@ static const command commands[] = {
      "train a tiny projector through a frozen attention block; checks gradients and loss"},
     {"tokenize", cmd_tokenize, "text -> token ids (or ids -> text) with a model folder's tokenizer.json"},
     {"preprocess", cmd_preprocess, "decode images and write the pixel_values a model's image processor gives"},
+    {"shards", cmd_shards, "inspect tar shards (counts, layouts, skips) or write synthetic LAION / MMC4 shards"},
     {"export", cmd_export, "write a checkpoint's projector as a PyTorch state_dict (safetensors) + JSON"},
     {"forward", cmd_forward, "one forward pass of a LLaVA / BLIP-2 / CLIP / LLaMA / OPT folder: logits, hidden states, loss"},
 };

@@ -1,0 +1,263 @@
+/* aimc shards: inspect tar shards (sample counts, member extensions, guessed
+ * layout, skip reasons) and write synthetic LAION- / MMC4-style shards. */
+#include "../data/base64.h"
+#include "../data/image.h"
+#include "../data/shard.h"
+#include "../data/synth.h"
+#include "../kernels/check.h"
+#include "args.h"
+#include "commands.h"
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- inspect ---- */
+
+#define MAX_EXTS 32 /* distinct extensions listed per shard; the rest count as "other" */
+
+typedef enum { LAYOUT_LAION, LAYOUT_MMC4, LAYOUT_OTHER, LAYOUT_COUNT } layout_guess;
+static const char *const layout_names[LAYOUT_COUNT] = {"laion", "mmc4", "other"};
+
+typedef struct shard_stats {
+    int64_t samples, layouts[LAYOUT_COUNT];
+    int n_exts;
+    char exts[MAX_EXTS][24];
+    int64_t ext_counts[MAX_EXTS], other_exts;
+    skip_counts skips;
+} shard_stats;
+
+static void count_ext(shard_stats *st, const char *ext) {
+    for (int i = 0; i < st->n_exts; i++)
+        if (!strcmp(st->exts[i], ext)) {
+            st->ext_counts[i]++;
+            return;
+        }
+    if (st->n_exts == MAX_EXTS || strlen(ext) >= sizeof st->exts[0]) {
+        st->other_exts++;
+        return;
+    }
+    snprintf(st->exts[st->n_exts], sizeof st->exts[0], "%s", ext);
+    st->ext_counts[st->n_exts++] = 1;
+}
+
+static const shard_member *image_member(const shard_sample *s) {
+    static const char *const exts[] = {"jpg", "jpeg", "png", "webp"};
+    for (int i = 0; i < 4; i++) {
+        const shard_member *m = shard_sample_member(s, exts[i]);
+        if (m) return m;
+    }
+    return NULL;
+}
+
+static int image_ok(const uint8_t *d, size_t n) {
+    image_rgb img;
+    char err[256];
+    if (image_decode(d, n, NULL, &img, err, sizeof err)) return 0;
+    image_free(&img);
+    return 1;
+}
+
+/* Decodes every image_base64 of an MMC4 document; returns how many fail. */
+static int64_t bad_embedded_images(const cJSON *doc) {
+    int64_t bad = 0;
+    const cJSON *info, *infos = cJSON_GetObjectItemCaseSensitive(doc, "image_info");
+    cJSON_ArrayForEach(info, infos) {
+        const cJSON *b64 = cJSON_GetObjectItemCaseSensitive(info, "image_base64");
+        uint8_t *d;
+        size_t n;
+        if (!cJSON_IsString(b64)) continue; /* images kept outside the document */
+        if (base64_decode(b64->valuestring, strlen(b64->valuestring), &d, &n)) {
+            bad++;
+            continue;
+        }
+        bad += !image_ok(d, n);
+        free(d);
+    }
+    return bad;
+}
+
+/* laion: an image and a caption; mmc4: a JSON document with text_list. A
+ * JSON member that does not parse counts as bad_json. With decode, every
+ * image is decoded and failures count as bad_image. */
+static layout_guess classify(const shard_sample *s, int decode, skip_counts *skips) {
+    const shard_member *img = image_member(s), *txt = shard_sample_member(s, "txt");
+    const shard_member *json = shard_sample_member(s, "json");
+    if (img && txt) {
+        if (decode && !image_ok(img->data, img->size)) skip_count(skips, SKIP_BAD_IMAGE);
+        return LAYOUT_LAION;
+    }
+    if (!json) return LAYOUT_OTHER;
+    cJSON *doc = cJSON_ParseWithLength((const char *)json->data, json->size);
+    if (!doc) {
+        skip_count(skips, SKIP_BAD_JSON);
+        return LAYOUT_OTHER;
+    }
+    layout_guess g = cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(doc, "text_list")) ? LAYOUT_MMC4 : LAYOUT_OTHER;
+    if (g == LAYOUT_MMC4 && decode)
+        for (int64_t k = bad_embedded_images(doc); k > 0; k--) skip_count(skips, SKIP_BAD_IMAGE);
+    cJSON_Delete(doc);
+    return g;
+}
+
+/* " name=count ..." for the non-zero counts, or " none". */
+static void print_counts(const char *label, const char *const *names, const int64_t *counts, int n) {
+    int any = 0;
+    printf("  %s", label);
+    for (int i = 0; i < n; i++)
+        if (counts[i]) {
+            printf(" %s=%lld", names[i], (long long)counts[i]);
+            any = 1;
+        }
+    if (!any) printf(" none");
+}
+
+static int cmp_ext(const void *a, const void *b, void *st_) {
+    const shard_stats *st = st_;
+    return strcmp(st->exts[*(const int *)a], st->exts[*(const int *)b]);
+}
+
+static void print_shard(const char *path, const shard_stats *st) {
+    const char *ext_names[MAX_EXTS];
+    int64_t ext_counts[MAX_EXTS];
+    int order[MAX_EXTS];
+    char buf[512];
+    for (int i = 0; i < st->n_exts; i++) order[i] = i;
+    qsort_r(order, (size_t)st->n_exts, sizeof *order, cmp_ext, (void *)st);
+    for (int i = 0; i < st->n_exts; i++) {
+        ext_names[i] = st->exts[order[i]];
+        ext_counts[i] = st->ext_counts[order[i]];
+    }
+    printf("%s: %lld samples\n", path, (long long)st->samples);
+    print_counts("formats:", layout_names, st->layouts, LAYOUT_COUNT);
+    printf("\n");
+    print_counts("members:", ext_names, ext_counts, st->n_exts);
+    if (st->other_exts) printf(" (other)=%lld", (long long)st->other_exts);
+    printf("\n  skips: %s\n", skip_counts_str(&st->skips, buf, sizeof buf));
+}
+
+/* Reads one shard; returns -1 when it cannot be opened. */
+static int inspect_shard(const char *path, const shard_limits *lim, int decode, shard_stats *st) {
+    char err[512];
+    memset(st, 0, sizeof *st);
+    shard_reader *r = shard_open(path, lim, err, sizeof err);
+    if (!r) {
+        printf("%s: unreadable: %s\n", path, err);
+        skip_count(&st->skips, SKIP_SHARD_UNREADABLE);
+        return -1;
+    }
+    shard_sample s;
+    while (shard_next(r, &s, &st->skips)) {
+        st->samples++;
+        for (int i = 0; i < s.n_members; i++) count_ext(st, s.members[i].ext);
+        st->layouts[classify(&s, decode, &st->skips)]++;
+        shard_sample_free(&s);
+    }
+    shard_close(r);
+    print_shard(path, st);
+    return 0;
+}
+
+static int cmd_inspect(int argc, char **argv) {
+    int decode = 0;
+    int64_t max_member_mb = 64, max_members = 256;
+    arg_opt opts[] = {
+        {"--decode", ARG_FLAG, &decode, "also decode every image (counted as bad_image when that fails)"},
+        {"--max-member-mb", ARG_INT, &max_member_mb, "members larger than this are skipped (member_too_large)"},
+        {"--max-members", ARG_INT, &max_members, "samples with more members than this are skipped"},
+    };
+    int n = args_parse(argc, argv, "aimc shards inspect SPEC [--decode]",
+                       "Per shard: sample count, guessed layout (laion, mmc4), member extensions and skip counts.\n"
+                       "SPEC: comma-separated paths, globs (dir/*.tar) or brace ranges (dir/{00000..00009}.tar).",
+                       opts, (int)(sizeof opts / sizeof opts[0]));
+    if (n != 1) aimc_die("shards inspect: give one shard spec (see 'aimc shards inspect --help')");
+    if (max_member_mb < 1 || max_members < 1)
+        aimc_die("shards inspect: --max-member-mb and --max-members must be >= 1");
+    char err[512], **paths;
+    int64_t np = shard_expand(argv[1], &paths, err, sizeof err);
+    if (np < 0) aimc_die("shards inspect: %s", err);
+    shard_limits lim = {(size_t)max_member_mb << 20, (int)max_members};
+    shard_stats total = {0}, st;
+    int64_t unreadable = 0;
+    for (int64_t i = 0; i < np; i++) {
+        unreadable += inspect_shard(paths[i], &lim, decode, &st) != 0;
+        total.samples += st.samples;
+        for (int k = 0; k < LAYOUT_COUNT; k++) total.layouts[k] += st.layouts[k];
+        skip_counts_add(&total.skips, &st.skips);
+    }
+    printf("total: %lld shards (%lld unreadable), %lld samples\n", (long long)np, (long long)unreadable,
+           (long long)total.samples);
+    print_counts("formats:", layout_names, total.layouts, LAYOUT_COUNT);
+    printf("\n  skips: %s\n", skip_counts_str(&total.skips, err, sizeof err));
+    shard_paths_free(paths, np);
+    return 0;
+}
+
+/* ---- synth ---- */
+
+static int cmd_synth(int argc, char **argv) {
+    const char *out = NULL, *format = "laion", *compress = "none", *image_format = "mixed";
+    int64_t shards = 2, docs = 100, seed = 0, image_size = 128, min_images = 2, max_images = 5;
+    arg_opt opts[] = {
+        {"--out", ARG_STR, &out, "output folder (created if missing)"},
+        {"--format", ARG_STR, &format, "laion (image + caption pairs) or mmc4 (interleaved documents)"},
+        {"--shards", ARG_INT, &shards, "number of shard files"},
+        {"--docs", ARG_INT, &docs, "samples (laion) or documents (mmc4) per shard"},
+        {"--compress", ARG_STR, &compress, "none, gzip (.tar.gz) or zstd (.tar.zst)"},
+        {"--image-format", ARG_STR, &image_format, "webp, jpeg, png or mixed"},
+        {"--seed", ARG_INT, &seed, "the same seed writes the same bytes"},
+        {"--image-size", ARG_INT, &image_size, "longest image side in pixels"},
+        {"--min-images", ARG_INT, &min_images, "mmc4: fewest images per document"},
+        {"--max-images", ARG_INT, &max_images, "mmc4: most images per document"},
+    };
+    int n = args_parse(argc, argv, "aimc shards synth --out DIR [options]",
+                       "Writes synthetic shards: images of simple coloured shapes (made and encoded in C) with\n"
+                       "text that describes them, as LAION / img2dataset pairs or MMC4-style documents.",
+                       opts, (int)(sizeof opts / sizeof opts[0]));
+    if (n) aimc_die("shards synth: unexpected argument '%s'", argv[1]);
+    if (!out) aimc_die("shards synth: --out DIR is required");
+    synth_options o = {.shards = shards, .docs = docs, .seed = (uint64_t)seed, .image_size = image_size,
+                       .min_images = min_images, .max_images = max_images};
+    if (synth_parse_layout(format, &o.layout))
+        aimc_die("shards synth: --format must be laion or mmc4, got '%s'", format);
+    if (synth_parse_compress(compress, &o.compress))
+        aimc_die("shards synth: --compress must be none, gzip or zstd, got '%s'", compress);
+    if (synth_parse_image_format(image_format, &o.image_format))
+        aimc_die("shards synth: --image-format must be webp, jpeg, png or mixed, got '%s'", image_format);
+    char err[512], first[64];
+    if (synth_write(&o, out, err, sizeof err) < 0) aimc_die("%s", err);
+    synth_shard_name(&o, 0, first, sizeof first);
+    printf("aimc shards synth: wrote %lld %s shards of %lld %s to %s (%s, ...)\n", (long long)shards, format,
+           (long long)docs, o.layout == SYNTH_MMC4 ? "documents" : "samples", out, first);
+    return 0;
+}
+
+static void shards_usage(FILE *f) {
+    fprintf(f, "usage: aimc shards inspect SPEC [options]\n"
+               "       aimc shards synth --out DIR [options]\n\n"
+               "  inspect   per-shard sample counts, layouts, member extensions, skip reasons\n"
+               "  synth     write synthetic LAION- or MMC4-style shards\n"
+               "(aimc shards <subcommand> --help for its options)\n");
+}
+
+int cmd_shards(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        shards_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    int (*sub)(int, char **) = !strcmp(argv[1], "inspect") ? cmd_inspect : !strcmp(argv[1], "synth") ? cmd_synth : NULL;
+    if (!sub) {
+        fprintf(stderr, "aimc shards: error: unknown subcommand '%s' (inspect or synth)\n", argv[1]);
+        return 2;
+    }
+    /* the subcommand's own argv, named "shards inspect" / "shards synth" in messages */
+    char name[32];
+    snprintf(name, sizeof name, "shards %s", argv[1]);
+    char **sub_argv = malloc((size_t)argc * sizeof *sub_argv);
+    AIMC_CHECK(sub_argv, "out of memory");
+    sub_argv[0] = name;
+    for (int i = 2; i < argc; i++) sub_argv[i - 1] = argv[i];
+    int rc = sub(argc - 1, sub_argv);
+    free(sub_argv);
+    return rc;
+}
