@@ -70,7 +70,14 @@ $(BUILD)/tests-cuda/%: tests/cuda/%.c tests/testlib.h $(BUILD)/libaimc.a
 
 # The main job on the embedded default (CPU when there is no GPU).
 run: deps $(BUILD)/aimc
-	$(BUILD)/aimc selfcheck
+	rm -rf $(BUILD)/run
+	$(BUILD)/aimc shards synth --format mmc4 --shards 4 --docs 64 --image-size 32 --seed 1 --out $(BUILD)/run/shards
+	$(BUILD)/aimc shards synth --format mmc4 --shards 1 --docs 32 --image-size 32 --seed 2 --out $(BUILD)/run/heldout
+	@echo "== train the projector of the tiny LLaVA fixture (configs/tiny-llava.conf) up to step 40"
+	OMP_WAIT_POLICY=passive $(BUILD)/aimc train --config configs/tiny-llava.conf --data '$(BUILD)/run/shards/*.tar' --eval-data '$(BUILD)/run/heldout/*.tar' --out $(BUILD)/run/out --until 40
+	@echo "== resume from the step-40 checkpoint and finish the run"
+	OMP_WAIT_POLICY=passive $(BUILD)/aimc train --config configs/tiny-llava.conf --data '$(BUILD)/run/shards/*.tar' --eval-data '$(BUILD)/run/heldout/*.tar' --out $(BUILD)/run/out --resume
+	$(BUILD)/aimc export $(BUILD)/run/out --out $(BUILD)/run/projector.safetensors
 
 test: deps $(BUILD)/aimc $(TESTS)
 	@bash tests/run.sh $(BUILD)/tests

@@ -3,6 +3,7 @@
 #ifndef AIMC_COMMANDS_H
 #define AIMC_COMMANDS_H
 int cmd_selfcheck(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_preprocess(int argc, char **argv);
 int cmd_shards(int argc, char **argv);

@@ -12,6 +12,7 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"train", cmd_train, "train an AIM projector on a frozen LLaVA / BLIP-2 backbone (LM loss; checkpoints, resume, ranks)"},
     {"selfcheck", cmd_selfcheck,
      "train a tiny projector through a frozen attention block; checks gradients and loss"},
     {"tokenize", cmd_tokenize, "text -> token ids (or ids -> text) with a model folder's tokenizer.json"},
