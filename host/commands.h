@@ -9,4 +9,6 @@ int cmd_preprocess(int argc, char **argv);
 int cmd_shards(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
+int cmd_infer(int argc, char **argv);
+int cmd_bank(int argc, char **argv);
 #endif

@@ -20,6 +20,8 @@ static const command commands[] = {
     {"shards", cmd_shards, "inspect tar shards (counts, layouts, skips) or write synthetic LAION / MMC4 shards"},
     {"export", cmd_export, "write a checkpoint's projector as a PyTorch state_dict (safetensors) + JSON"},
     {"forward", cmd_forward, "one forward pass of a LLaVA / BLIP-2 / CLIP / LLaMA / OPT folder: logits, hidden states, loss"},
+    {"infer", cmd_infer, "answer a multimodal query: AIM-fused, in-context (icl) or zero-shot demonstrations"},
+    {"bank", cmd_bank, "build or describe a demonstration bank (aggregated hidden states, reused by infer)"},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 
