@@ -2,29 +2,11 @@
  * templated tokenization with target marking (see episode.h). */
 #include "episode.h"
 #include "../kernels/check.h"
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define CAPTION_SLOT "{caption}"
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static char *dup_str(const char *s) {
-    size_t n = strlen(s);
-    char *d = malloc(n + 1);
-    AIMC_CHECK(d, "out of memory");
-    memcpy(d, s, n + 1);
-    return d;
-}
 
 void episode_config_default(episode_config *c) {
     memset(c, 0, sizeof *c);
@@ -42,28 +24,31 @@ void episode_config_default(episode_config *c) {
 }
 
 int episode_config_check(const episode_config *c, char *err, size_t errlen) {
-    if (c->k < 0 || c->k > 1024) return set_err(err, errlen, "episode k = %d: must be in [0, 1024]", c->k), -1;
+    if (c->k < 0 || c->k > 1024) return aimc_set_err(err, errlen, "episode k = %d: must be in [0, 1024]", c->k);
     if (c->max_images < c->k + 1)
-        return set_err(err, errlen, "episode max_images = %d: must be at least k + 1 = %d", c->max_images, c->k + 1), -1;
+        return aimc_set_err(err, errlen, "episode max_images = %d: must be at least k + 1 = %d", c->max_images,
+                            c->k + 1);
     if (c->max_text_tokens < 1)
-        return set_err(err, errlen, "episode max_text_tokens = %lld: must be >= 1", (long long)c->max_text_tokens), -1;
+        return aimc_set_err(err, errlen, "episode max_text_tokens = %lld: must be >= 1", (long long)c->max_text_tokens);
     if (!c->demo_template || !c->query_prompt || !c->target_template)
-        return set_err(err, errlen, "episode templates must not be NULL"), -1;
+        return aimc_set_err(err, errlen, "episode templates must not be NULL");
     if (!strstr(c->target_template, CAPTION_SLOT))
-        return set_err(err, errlen, "episode target_template '%s' has no " CAPTION_SLOT, c->target_template), -1;
+        return aimc_set_err(err, errlen, "episode target_template '%s' has no " CAPTION_SLOT, c->target_template);
     if (strstr(c->query_prompt, CAPTION_SLOT))
-        return set_err(err, errlen, "episode query_prompt '%s' must not contain " CAPTION_SLOT " (it is the target)",
-                       c->query_prompt), -1;
+        return aimc_set_err(err, errlen,
+                            "episode query_prompt '%s' must not contain " CAPTION_SLOT " (it is the target)",
+                            c->query_prompt);
     if (c->min_image_side < 1 || c->max_image_pixels < 1)
-        return set_err(err, errlen, "episode image limits: min_image_side = %lld and max_image_pixels = %lld must be >= 1",
-                       (long long)c->min_image_side, (long long)c->max_image_pixels), -1;
+        return aimc_set_err(err, errlen,
+                            "episode image limits: min_image_side = %lld and max_image_pixels = %lld must be >= 1",
+                            (long long)c->min_image_side, (long long)c->max_image_pixels);
     return 0;
 }
 
 int episode_ctx_check(const episode_ctx *ctx, char *err, size_t errlen) {
     if (episode_config_check(ctx->cfg, err, errlen)) return -1;
     if (ctx->cfg->target_eos && tokenizer_special_id(ctx->tok, "eos_token") < 0)
-        return set_err(err, errlen, "episode target_eos is set but the tokenizer has no eos_token"), -1;
+        return aimc_set_err(err, errlen, "episode target_eos is set but the tokenizer has no eos_token");
     return 0;
 }
 
@@ -102,19 +87,19 @@ static int build_pixels(const episode_ctx *ctx, const uint8_t *data, size_t size
     image_decode_opts o = {.max_pixels = c->max_image_pixels, .min_side = c->jpeg_scale_min_side};
     image_rgb img = {0};
     char why[256];
-    if (size == 0) return set_err(err, errlen, "empty image file"), -1;
-    if (image_decode(data, size, &o, &img, why, sizeof why)) return set_err(err, errlen, "%s", why), -1;
+    if (size == 0) return aimc_set_err(err, errlen, "empty image file");
+    if (image_decode(data, size, &o, &img, why, sizeof why)) return aimc_set_err(err, errlen, "%s", why);
     int rc = -1;
     if (img.width < c->min_image_side || img.height < c->min_image_side) {
-        set_err(err, errlen, "image %lldx%lld is below the minimum side %lld", (long long)img.width,
-                (long long)img.height, (long long)c->min_image_side);
+        aimc_set_err(err, errlen, "image %lldx%lld is below the minimum side %lld", (long long)img.width,
+                     (long long)img.height, (long long)c->min_image_side);
     } else if (!preprocess_output_size(ctx->pp, img.width, img.height, &p->height, &p->width, why, sizeof why)) {
         p->pixels = malloc((size_t)(3 * p->height * p->width) * sizeof(float));
-        if (!p->pixels) set_err(err, errlen, "out of memory for pixel values");
-        else if (preprocess_image(ctx->pp, &img, p->pixels, why, sizeof why)) set_err(err, errlen, "%s", why);
+        if (!p->pixels) aimc_set_err(err, errlen, "out of memory for pixel values");
+        else if (preprocess_image(ctx->pp, &img, p->pixels, why, sizeof why)) aimc_set_err(err, errlen, "%s", why);
         else rc = 0;
     } else {
-        set_err(err, errlen, "%s", why);
+        aimc_set_err(err, errlen, "%s", why);
     }
     image_free(&img);
     return rc;
@@ -171,7 +156,7 @@ static int build_demo_tokens(const episode_ctx *ctx, const char *sentence, episo
     *why = SKIP_BAD_TEXT;
     if (encode_template(ctx, ctx->cfg->demo_template, sentence, &p->demo, err, errlen)) return -1;
     if (p->demo.n > ctx->cfg->max_text_tokens) p->demo.n = ctx->cfg->max_text_tokens;
-    if (p->demo.n == 0) return set_err(err, errlen, "demonstration text has no tokens"), -1;
+    if (p->demo.n == 0) return aimc_set_err(err, errlen, "demonstration text has no tokens");
     return 0;
 }
 
@@ -189,8 +174,9 @@ static int build_query_tokens(const episode_ctx *ctx, const char *sentence, epis
     int64_t room = c->max_text_tokens - n_prompt - n_eos, keep = target.n < room ? target.n : room;
     if (keep <= 0) {
         *why = SKIP_NO_TARGET;
-        set_err(err, errlen, "query has no target token left (%lld prompt + %lld target tokens, max_text_tokens %lld)",
-                (long long)n_prompt, (long long)target.n, (long long)c->max_text_tokens);
+        aimc_set_err(err, errlen,
+                     "query has no target token left (%lld prompt + %lld target tokens, max_text_tokens %lld)",
+                     (long long)n_prompt, (long long)target.n, (long long)c->max_text_tokens);
         goto done;
     }
     int fail = 0;
@@ -210,7 +196,7 @@ int episode_pair_build(const episode_ctx *ctx, const uint8_t *image, size_t imag
                        const char *source, int roles, episode_pair *out, skip_reason *why, char *err,
                        size_t errlen) {
     memset(out, 0, sizeof *out);
-    out->source = dup_str(source ? source : "");
+    out->source = aimc_strdup(source ? source : "");
     int rc = 0;
     char msg[384] = "";
     if ((roles & EPISODE_ROLE_DEMO) && build_demo_tokens(ctx, sentence, out, why, msg, sizeof msg)) rc = -1;
@@ -218,7 +204,7 @@ int episode_pair_build(const episode_ctx *ctx, const uint8_t *image, size_t imag
     /* images last: the costly part, skipped when the text already failed */
     if (!rc && build_pixels(ctx, image, image_size, out, msg, sizeof msg)) *why = SKIP_BAD_IMAGE, rc = -1;
     if (rc) {
-        set_err(err, errlen, "%s: %s", source ? source : "", msg);
+        aimc_set_err(err, errlen, "%s: %s", source ? source : "", msg);
         episode_pair_free(out);
     }
     return rc;
@@ -299,7 +285,7 @@ static int build_document_pairs(const episode_ctx *ctx, const document *doc, con
         int role = i < k ? EPISODE_ROLE_DEMO : EPISODE_ROLE_QUERY;
         if (episode_pair_build(ctx, im->data, im->size, doc->texts[im->text_index], src, role, &pairs[i], why, msg,
                                sizeof msg)) {
-            set_err(err, errlen, "%s (image '%s')", msg, im->name ? im->name : "");
+            aimc_set_err(err, errlen, "%s (image '%s')", msg, im->name ? im->name : "");
             for (int j = 0; j < i; j++) episode_pair_free(&pairs[j]);
             return -1;
         }
@@ -318,11 +304,12 @@ int episode_from_document(const episode_ctx *ctx, const document *doc, const cha
     int64_t n = select_pairs(doc, c, 1, sel);
     if (n < needed_pairs(c)) {
         *why = shortfall_reason(doc, c, sel);
-        set_err(err, errlen, "%s: %lld usable image-sentence pairs (similarity >= %g, images present), need %lld%s",
-                source, (long long)n, c->sim_threshold, (long long)needed_pairs(c),
-                *why == SKIP_MISSING_MEMBER ? "; images of the others are missing members"
-                : *why == SKIP_BAD_IMAGE    ? "; images of the others have invalid base64"
-                                            : "");
+        aimc_set_err(err, errlen,
+                     "%s: %lld usable image-sentence pairs (similarity >= %g, images present), need %lld%s", source,
+                     (long long)n, c->sim_threshold, (long long)needed_pairs(c),
+                     *why == SKIP_MISSING_MEMBER ? "; images of the others are missing members"
+                     : *why == SKIP_BAD_IMAGE    ? "; images of the others have invalid base64"
+                                                 : "");
         goto done;
     }
     if (build_document_pairs(ctx, doc, source, sel, pairs, why, err, errlen)) goto done;

@@ -1,24 +1,15 @@
 /* Image decoding to RGB8, matching Pillow's pixels (see image.h). */
 #include "image.h"
+#include "../kernels/check.h"
 #include <errno.h>
 #include <png.h>
 #include <setjmp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <turbojpeg.h>
 #include <webp/decode.h>
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 image_format image_detect(const uint8_t *d, size_t n) {
     static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
@@ -52,12 +43,12 @@ static int64_t pixel_limit(const image_decode_opts *o) {
  * allocation (headers can claim anything). */
 static int check_dims(const char *fmt, int64_t w, int64_t h, int64_t limit, char *err, size_t errlen) {
     if (w <= 0 || h <= 0) {
-        set_err(err, errlen, "%s: invalid dimensions %lldx%lld", fmt, (long long)w, (long long)h);
+        aimc_set_err(err, errlen, "%s: invalid dimensions %lldx%lld", fmt, (long long)w, (long long)h);
         return -1;
     }
     if (w > limit || h > limit || w * h > limit) {
-        set_err(err, errlen, "%s: %lldx%lld is %lld pixels, over the limit of %lld", fmt, (long long)w,
-                (long long)h, (long long)(w * h), (long long)limit);
+        aimc_set_err(err, errlen, "%s: %lldx%lld is %lld pixels, over the limit of %lld", fmt, (long long)w,
+                     (long long)h, (long long)(w * h), (long long)limit);
         return -1;
     }
     return 0;
@@ -66,7 +57,7 @@ static int check_dims(const char *fmt, int64_t w, int64_t h, int64_t limit, char
 static int alloc_image(image_rgb *img, int64_t w, int64_t h, char *err, size_t errlen) {
     img->data = malloc((size_t)(w * h * 3));
     if (!img->data) {
-        set_err(err, errlen, "out of memory for a %lldx%lld image", (long long)w, (long long)h);
+        aimc_set_err(err, errlen, "out of memory for a %lldx%lld image", (long long)w, (long long)h);
         return -1;
     }
     img->width = w;
@@ -141,11 +132,11 @@ static void cmyk_to_rgb(const uint8_t *cmyk, int64_t npix, uint8_t *rgb) {
 static int jpeg_failed(tjhandle tj, const uint8_t *data, size_t size, char *err, size_t errlen) {
     const char *msg = tjGetErrorStr2(tj);
     if (tjGetErrorCode(tj) == TJERR_FATAL) {
-        set_err(err, errlen, "JPEG: corrupt data: %s", msg);
+        aimc_set_err(err, errlen, "JPEG: corrupt data: %s", msg);
         return 1;
     }
     if (jpeg_truncated(data, size) || strstr(msg, "Premature end")) {
-        set_err(err, errlen, "JPEG: truncated data (%s)", msg);
+        aimc_set_err(err, errlen, "JPEG: truncated data (%s)", msg);
         return 1;
     }
     return 0;
@@ -156,7 +147,7 @@ static int jpeg_decompress(tjhandle tj, const uint8_t *data, size_t size, int sw
     if (alloc_image(out, sw, sh, err, errlen)) return -1;
     uint8_t *buf = out->data;
     if (cmyk && !(buf = malloc((size_t)sw * sh * 4))) {
-        set_err(err, errlen, "out of memory for a %dx%d CMYK image", sw, sh);
+        aimc_set_err(err, errlen, "out of memory for a %dx%d CMYK image", sw, sh);
         image_free(out);
         return -1;
     }
@@ -177,14 +168,14 @@ static int decode_jpeg(const uint8_t *data, size_t size, const image_decode_opts
                        char *err, size_t errlen) {
     tjhandle tj = tjInitDecompress();
     if (!tj) {
-        set_err(err, errlen, "JPEG: cannot start the decoder: %s", tjGetErrorStr2(NULL));
+        aimc_set_err(err, errlen, "JPEG: cannot start the decoder: %s", tjGetErrorStr2(NULL));
         return -1;
     }
     int w = 0, h = 0, subsamp = 0, cs = 0, rc = -1;
     if (tjDecompressHeader3(tj, data, (unsigned long)size, &w, &h, &subsamp, &cs) != 0) {
-        set_err(err, errlen, "JPEG: bad header: %s", tjGetErrorStr2(tj));
+        aimc_set_err(err, errlen, "JPEG: bad header: %s", tjGetErrorStr2(tj));
     } else if (w <= 0 || h <= 0) { /* the header parser stopped before a frame header */
-        set_err(err, errlen, "JPEG: truncated data or no frame header");
+        aimc_set_err(err, errlen, "JPEG: truncated data or no frame header");
     } else if (!check_dims("JPEG", w, h, pixel_limit(o), err, errlen)) {
         int sw, sh;
         jpeg_pick_scale(w, h, o ? o->min_side : 0, &sw, &sh);
@@ -259,13 +250,13 @@ static int png_read_pixels(png_structp png, png_infop info, png_job *job, const 
     png_read_update_info(png, info);
     size_t rowbytes = png_get_rowbytes(png, info), want = (size_t)w * (gray16 ? 2 : 4);
     if (rowbytes != want) {
-        set_err(err, errlen, "PNG: unsupported layout (%zu bytes per row, expected %zu)", rowbytes, want);
+        aimc_set_err(err, errlen, "PNG: unsupported layout (%zu bytes per row, expected %zu)", rowbytes, want);
         return -1;
     }
     job->raw = malloc(rowbytes * h);
     job->rows = malloc(sizeof(png_bytep) * h);
     if (!job->raw || !job->rows) {
-        set_err(err, errlen, "PNG: out of memory for a %ux%u image", (unsigned)w, (unsigned)h);
+        aimc_set_err(err, errlen, "PNG: out of memory for a %ux%u image", (unsigned)w, (unsigned)h);
         return -1;
     }
     for (png_uint_32 y = 0; y < h; y++) job->rows[y] = job->raw + rowbytes * y;
@@ -284,9 +275,9 @@ static int decode_png(const uint8_t *data, size_t size, const image_decode_opts 
     png_infop info = png ? png_create_info_struct(png) : NULL;
     volatile int rc = -1; /* read after a longjmp */
     if (!info) {
-        set_err(err, errlen, "PNG: cannot start the decoder (out of memory)");
+        aimc_set_err(err, errlen, "PNG: cannot start the decoder (out of memory)");
     } else if (setjmp(png_jmpbuf(png))) {
-        set_err(err, errlen, "PNG: corrupt data: %s", job->msg);
+        aimc_set_err(err, errlen, "PNG: corrupt data: %s", job->msg);
         image_free(out);
     } else {
         job->data = data;
@@ -324,11 +315,11 @@ static int decode_webp(const uint8_t *data, size_t size, const image_decode_opts
     WebPBitstreamFeatures f;
     VP8StatusCode s = WebPGetFeatures(data, size, &f);
     if (s != VP8_STATUS_OK) {
-        set_err(err, errlen, "WebP: bad header: %s", webp_status_name(s));
+        aimc_set_err(err, errlen, "WebP: bad header: %s", webp_status_name(s));
         return -1;
     }
     if (f.has_animation) {
-        set_err(err, errlen, "WebP: animated images are not supported");
+        aimc_set_err(err, errlen, "WebP: animated images are not supported");
         return -1;
     }
     if (check_dims("WebP", f.width, f.height, pixel_limit(o), err, errlen)) return -1;
@@ -344,7 +335,7 @@ static int decode_webp(const uint8_t *data, size_t size, const image_decode_opts
         ok = WebPDecodeRGBInto(data, size, out->data, npix * 3, f.width * 3) != NULL;
     }
     if (!ok) {
-        set_err(err, errlen, "WebP: corrupt or truncated data");
+        aimc_set_err(err, errlen, "WebP: corrupt or truncated data");
         image_free(out);
         return -1;
     }
@@ -362,10 +353,9 @@ int image_decode(const uint8_t *data, size_t size, const image_decode_opts *opts
     case IMAGE_FORMAT_WEBP: return decode_webp(data, size, opts, out, err, errlen);
     default: break;
     }
-    if (size < 4) set_err(err, errlen, "not an image (%zu bytes)", size);
-    else set_err(err, errlen, "not a JPEG, PNG or WebP file (starts with %02x %02x %02x %02x)", data[0], data[1],
-                 data[2], data[3]);
-    return -1;
+    if (size < 4) return aimc_set_err(err, errlen, "not an image (%zu bytes)", size);
+    return aimc_set_err(err, errlen, "not a JPEG, PNG or WebP file (starts with %02x %02x %02x %02x)", data[0],
+                        data[1], data[2], data[3]);
 }
 
 /* Reads a whole file; NULL with a message on failure. */
@@ -373,12 +363,13 @@ static uint8_t *read_file(const char *path, size_t *size, char *err, size_t errl
     FILE *f = fopen(path, "rb");
     struct stat st;
     if (!f || fstat(fileno(f), &st) != 0) {
-        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        aimc_set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         if (f) fclose(f);
         return NULL;
     }
     if (!S_ISREG(st.st_mode) || st.st_size > IMAGE_MAX_FILE_BYTES) {
-        set_err(err, errlen, "%s: not a regular file of at most %lld bytes", path, (long long)IMAGE_MAX_FILE_BYTES);
+        aimc_set_err(err, errlen, "%s: not a regular file of at most %lld bytes", path,
+                     (long long)IMAGE_MAX_FILE_BYTES);
         fclose(f);
         return NULL;
     }
@@ -386,7 +377,7 @@ static uint8_t *read_file(const char *path, size_t *size, char *err, size_t errl
     size_t got = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
     fclose(f);
     if (!buf || got != (size_t)st.st_size) {
-        set_err(err, errlen, "%s: cannot read %lld bytes", path, (long long)st.st_size);
+        aimc_set_err(err, errlen, "%s: cannot read %lld bytes", path, (long long)st.st_size);
         free(buf);
         return NULL;
     }
@@ -402,6 +393,6 @@ int image_load(const char *path, const image_decode_opts *opts, image_rgb *out, 
     char why[256] = "";
     int rc = image_decode(buf, size, opts, out, why, sizeof why);
     free(buf);
-    if (rc) set_err(err, errlen, "%s: %s", path, why);
+    if (rc) aimc_set_err(err, errlen, "%s: %s", path, why);
     return rc;
 }

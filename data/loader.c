@@ -7,7 +7,6 @@
 #include "loader.h"
 #include "../kernels/check.h"
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,15 +111,6 @@ struct loader {
     int64_t seen_epoch, usable_in_epoch;
     int epoch_fresh;
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static void delta_add(item_delta *into, const item_delta *d) {
     skip_counts_add(&into->skips, &d->skips);
@@ -466,7 +456,7 @@ int loader_next(loader *l, episode *out, char *err, size_t errlen) {
         if (rc < 0) l->finished = -1;
     }
     if (l->finished < 0) {
-        set_err(err, errlen, "%s", l->final_msg);
+        aimc_set_err(err, errlen, "%s", l->final_msg);
         return -1;
     }
     return 0;
@@ -502,20 +492,21 @@ static uint64_t config_hash(const loader *l) {
 }
 
 static int check_config(const loader_config *c, char *err, size_t errlen) {
-    if (!c->tok || !c->pp) return set_err(err, errlen, "loader: a tokenizer and a preprocess config are required"), -1;
+    if (!c->tok || !c->pp) return aimc_set_err(err, errlen, "loader: a tokenizer and a preprocess config are required");
     if (c->world < 1 || c->rank < 0 || c->rank >= c->world)
-        return set_err(err, errlen, "loader: rank %d of world size %d is not a valid rank", c->rank, c->world), -1;
+        return aimc_set_err(err, errlen, "loader: rank %d of world size %d is not a valid rank", c->rank, c->world);
     if (c->n_shards < c->world)
-        return set_err(err, errlen,
-                       "loader: %lld shard(s) for %d ranks: every rank reads its own shards (rank r takes r::%d), "
-                       "so at least %d shards are needed; split the data into more shards or use fewer ranks",
-                       (long long)c->n_shards, c->world, c->world, c->world), -1;
+        return aimc_set_err(err, errlen,
+                            "loader: %lld shard(s) for %d ranks: every rank reads its own shards (rank r takes r::%d), "
+                            "so at least %d shards are needed; split the data into more shards or use fewer ranks",
+                            (long long)c->n_shards, c->world, c->world, c->world);
     if (c->n_workers < 1 || c->n_workers > 1024)
-        return set_err(err, errlen, "loader: n_workers = %d: must be in [1, 1024]", c->n_workers), -1;
+        return aimc_set_err(err, errlen, "loader: n_workers = %d: must be in [1, 1024]", c->n_workers);
     if (c->shuffle_block < 0 || c->shuffle_block > (1 << 24))
-        return set_err(err, errlen, "loader: shuffle_block = %lld: must be in [0, 16777216]", (long long)c->shuffle_block), -1;
+        return aimc_set_err(err, errlen, "loader: shuffle_block = %lld: must be in [0, 16777216]",
+                            (long long)c->shuffle_block);
     if (c->queue_depth < 0 || c->max_epochs < 0)
-        return set_err(err, errlen, "loader: queue_depth and max_epochs must not be negative"), -1;
+        return aimc_set_err(err, errlen, "loader: queue_depth and max_epochs must not be negative");
     episode_ctx ctx = {&c->episode, c->tok, c->pp};
     return episode_ctx_check(&ctx, err, errlen);
 }
@@ -538,29 +529,33 @@ static int resolve_format(loader *l, char *err, size_t errlen) {
         shard_close(r);
         if (got) return 0;
     }
-    set_err(err, errlen, "loader: rank %d: none of its %lld shards has a readable sample (format auto-detection)",
-            l->cfg.rank, (long long)l->n_paths);
+    aimc_set_err(err, errlen, "loader: rank %d: none of its %lld shards has a readable sample (format auto-detection)",
+                 l->cfg.rank, (long long)l->n_paths);
     return -1;
 }
 
 static int check_resume(const loader *l, const loader_cursor *c, char *err, size_t errlen) {
     if (c->rank != l->cfg.rank || c->world != l->cfg.world)
-        return set_err(err, errlen,
-                       "loader: the cursor is rank %d of %d, this run is rank %d of %d: resuming with another "
-                       "number of ranks is not supported (it would repeat or skip samples)",
-                       c->rank, c->world, l->cfg.rank, l->cfg.world), -1;
+        return aimc_set_err(err, errlen,
+                            "loader: the cursor is rank %d of %d, this run is rank %d of %d: resuming with another "
+                            "number of ranks is not supported (it would repeat or skip samples)",
+                            c->rank, c->world, l->cfg.rank, l->cfg.world);
     if (c->seed != l->cfg.seed)
-        return set_err(err, errlen, "loader: the cursor was saved with seed %llu, this run uses seed %llu",
-                       (unsigned long long)c->seed, (unsigned long long)l->cfg.seed), -1;
+        return aimc_set_err(err, errlen, "loader: the cursor was saved with seed %llu, this run uses seed %llu",
+                            (unsigned long long)c->seed, (unsigned long long)l->cfg.seed);
     if (c->config_hash != l->hash)
-        return set_err(err, errlen, "loader: the cursor was saved for another shard list or shuffle settings "
-                                    "(rank %d: %lld shards now)", l->cfg.rank, (long long)l->n_paths), -1;
+        return aimc_set_err(err, errlen,
+                            "loader: the cursor was saved for another shard list or shuffle settings "
+                            "(rank %d: %lld shards now)",
+                            l->cfg.rank, (long long)l->n_paths);
     int64_t block = l->cfg.shuffle_block > 1 ? l->cfg.shuffle_block : 1;
     if (c->epoch < 0 || c->block < 0 || c->start_shard < 0 || c->start_shard > l->n_paths || c->start_sample < 0 ||
         c->in_block < 0 || c->in_block >= block)
-        return set_err(err, errlen, "loader: the cursor's position (epoch %lld, block %lld, shard %lld, sample %lld, "
-                                    "item %lld) is out of range", (long long)c->epoch, (long long)c->block,
-                       (long long)c->start_shard, (long long)c->start_sample, (long long)c->in_block), -1;
+        return aimc_set_err(err, errlen,
+                            "loader: the cursor's position (epoch %lld, block %lld, shard %lld, sample %lld, "
+                            "item %lld) is out of range",
+                            (long long)c->epoch, (long long)c->block, (long long)c->start_shard,
+                            (long long)c->start_sample, (long long)c->in_block);
     return 0;
 }
 
@@ -579,8 +574,7 @@ static void start_threads(loader *l) {
     pthread_cond_init(&l->space, NULL);
     pthread_cond_init(&l->work, NULL);
     pthread_cond_init(&l->done, NULL);
-    l->workers = calloc((size_t)l->cfg.n_workers, sizeof *l->workers);
-    AIMC_CHECK(l->workers, "out of memory");
+    l->workers = aimc_xcalloc((size_t)l->cfg.n_workers, sizeof *l->workers);
     AIMC_CHECK(!pthread_create(&l->reader, NULL, reader_main, l), "cannot start the loader's reader thread");
     l->reader_started = 1;
     for (int i = 0; i < l->cfg.n_workers; i++) {
@@ -592,7 +586,7 @@ static void start_threads(loader *l) {
 static int init_loader(loader *l, const loader_config *cfg, const loader_cursor *resume, char *err, size_t errlen) {
     l->cfg = *cfg;
     l->cfg.shards = NULL;
-    if (copy_rank_paths(l, cfg)) return set_err(err, errlen, "loader: out of memory"), -1;
+    if (copy_rank_paths(l, cfg)) return aimc_set_err(err, errlen, "loader: out of memory");
     l->ecfg = cfg->episode;
     l->ctx = (episode_ctx){&l->ecfg, cfg->tok, cfg->pp};
     l->hash = config_hash(l);
@@ -601,7 +595,7 @@ static int init_loader(loader *l, const loader_config *cfg, const loader_cursor 
     l->cap = cfg->queue_depth > 0 ? cfg->queue_depth : 4 * (int64_t)cfg->n_workers + 4;
     l->ring = calloc((size_t)l->cap, sizeof *l->ring);
     l->pending = calloc((size_t)l->ecfg.k + 1, sizeof *l->pending);
-    if (!l->ring || !l->pending) return set_err(err, errlen, "loader: out of memory"), -1;
+    if (!l->ring || !l->pending) return aimc_set_err(err, errlen, "loader: out of memory");
     loader_cursor fresh = {.rank = cfg->rank, .world = cfg->world, .seed = cfg->seed, .config_hash = l->hash};
     l->start = resume ? *resume : fresh;
     l->cur = l->start;
@@ -613,7 +607,7 @@ static int init_loader(loader *l, const loader_config *cfg, const loader_cursor 
 loader *loader_open(const loader_config *cfg, const loader_cursor *resume, char *err, size_t errlen) {
     if (check_config(cfg, err, errlen)) return NULL;
     loader *l = calloc(1, sizeof *l);
-    if (!l) return set_err(err, errlen, "loader: out of memory"), NULL;
+    if (!l) return aimc_set_err(err, errlen, "loader: out of memory"), NULL;
     if (init_loader(l, cfg, resume, err, errlen)) {
         loader_close(l);
         return NULL;
@@ -701,16 +695,19 @@ void loader_cursor_encode(const loader_cursor *c, uint8_t out[LOADER_CURSOR_BYTE
 int loader_cursor_decode(const uint8_t *buf, size_t n, loader_cursor *c, char *err, size_t errlen) {
     memset(c, 0, sizeof *c);
     if (n != LOADER_CURSOR_BYTES)
-        return set_err(err, errlen, "loader cursor: %zu bytes, expected %d", n, LOADER_CURSOR_BYTES), -1;
-    if (memcmp(buf, CURSOR_MAGIC, 8)) return set_err(err, errlen, "loader cursor: bad magic (not a loader cursor)"), -1;
+        return aimc_set_err(err, errlen, "loader cursor: %zu bytes, expected %d", n, LOADER_CURSOR_BYTES);
+    if (memcmp(buf, CURSOR_MAGIC, 8))
+        return aimc_set_err(err, errlen, "loader cursor: bad magic (not a loader cursor)");
     const uint8_t *sum = buf + LOADER_CURSOR_BYTES - 8;
     if (get_u64(&sum) != fnv1a(0xcbf29ce484222325ull, buf, LOADER_CURSOR_BYTES - 8))
-        return set_err(err, errlen, "loader cursor: checksum mismatch (corrupt)"), -1;
+        return aimc_set_err(err, errlen, "loader cursor: checksum mismatch (corrupt)");
     const uint8_t *p = buf + 8;
     uint32_t version = get_u32(&p), n_skips = get_u32(&p);
     if (version != CURSOR_VERSION || n_skips > CURSOR_SKIP_SLOTS)
-        return set_err(err, errlen, "loader cursor: version %u with %u skip reasons is not supported (this build: "
-                                    "version %u)", version, n_skips, CURSOR_VERSION), -1;
+        return aimc_set_err(err, errlen,
+                            "loader cursor: version %u with %u skip reasons is not supported (this build: "
+                            "version %u)",
+                            version, n_skips, CURSOR_VERSION);
     c->rank = (int32_t)get_u32(&p);
     c->world = (int32_t)get_u32(&p);
     c->seed = get_u64(&p);

@@ -1,24 +1,15 @@
 /* Image preprocessing: transformers' PIL-backend pipeline (see preprocess.h). */
 #include "preprocess.h"
+#include "../kernels/check.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const double CLIP_MEAN[3] = {0.48145466, 0.4578275, 0.40821073};
 static const double CLIP_STD[3] = {0.26862954, 0.26130258, 0.27577711};
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ------------------------------------------------------------- presets -- */
 
@@ -70,7 +61,7 @@ static int read_flag(const cJSON *root, const char *key, int *dst, const json_ct
     if (cJSON_IsBool(v)) *dst = cJSON_IsTrue(v);
     else if (cJSON_IsNumber(v)) *dst = v->valuedouble != 0;
     else {
-        set_err(j->err, j->errlen, "%s: \"%s\" must be true or false", j->where, key);
+        aimc_set_err(j->err, j->errlen, "%s: \"%s\" must be true or false", j->where, key);
         return -1;
     }
     return 0;
@@ -79,7 +70,8 @@ static int read_flag(const cJSON *root, const char *key, int *dst, const json_ct
 static int read_side(const cJSON *v, const char *key, int64_t *dst, const json_ctx *j) {
     if (!cJSON_IsNumber(v) || v->valuedouble < 1 || v->valuedouble > PREPROCESS_MAX_SIDE ||
         v->valuedouble != floor(v->valuedouble)) {
-        set_err(j->err, j->errlen, "%s: \"%s\" must be an integer from 1 to %d", j->where, key, PREPROCESS_MAX_SIDE);
+        aimc_set_err(j->err, j->errlen, "%s: \"%s\" must be an integer from 1 to %d", j->where, key,
+                     PREPROCESS_MAX_SIDE);
         return -1;
     }
     *dst = (int64_t)v->valuedouble;
@@ -104,7 +96,7 @@ static int read_size(const cJSON *root, preprocess_config *c, int square_default
     const cJSON *w = cJSON_GetObjectItemCaseSensitive(v, "width");
     const cJSON *le = cJSON_GetObjectItemCaseSensitive(v, "longest_edge");
     if (le && !cJSON_IsNull(le)) {
-        set_err(j->err, j->errlen, "%s: \"size\" with \"longest_edge\" is not supported", j->where);
+        aimc_set_err(j->err, j->errlen, "%s: \"size\" with \"longest_edge\" is not supported", j->where);
         return -1;
     }
     if (se && !cJSON_IsNull(se)) {
@@ -115,7 +107,7 @@ static int read_size(const cJSON *root, preprocess_config *c, int square_default
         c->size_mode = PREPROCESS_EXACT_SIZE;
         return read_side(h, "size.height", &c->height, j) || read_side(w, "size.width", &c->width, j) ? -1 : 0;
     }
-    set_err(j->err, j->errlen, "%s: \"size\" needs \"shortest_edge\" or \"height\" and \"width\"", j->where);
+    aimc_set_err(j->err, j->errlen, "%s: \"size\" needs \"shortest_edge\" or \"height\" and \"width\"", j->where);
     return -1;
 }
 
@@ -130,7 +122,7 @@ static int read_crop(const cJSON *root, preprocess_config *c, const json_ctx *j)
     const cJSON *h = cJSON_GetObjectItemCaseSensitive(v, "height");
     const cJSON *w = cJSON_GetObjectItemCaseSensitive(v, "width");
     if (!h || !w) {
-        set_err(j->err, j->errlen, "%s: \"crop_size\" needs \"height\" and \"width\"", j->where);
+        aimc_set_err(j->err, j->errlen, "%s: \"crop_size\" needs \"height\" and \"width\"", j->where);
         return -1;
     }
     return read_side(h, "crop_size.height", &c->crop_height, j) || read_side(w, "crop_size.width", &c->crop_width, j)
@@ -156,7 +148,7 @@ static int read_triple(const cJSON *root, const char *key, double dst[3], int po
     }
     for (int i = 0; i < 3; i++) ok &= !positive || t[i] > 0;
     if (!ok) {
-        set_err(j->err, j->errlen, "%s: \"%s\" must be 3 numbers%s", j->where, key, positive ? " above 0" : "");
+        aimc_set_err(j->err, j->errlen, "%s: \"%s\" must be 3 numbers%s", j->where, key, positive ? " above 0" : "");
         return -1;
     }
     memcpy(dst, t, sizeof t);
@@ -167,8 +159,8 @@ static int read_scalars(const cJSON *root, preprocess_config *c, const json_ctx 
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(root, "resample");
     if (r && !cJSON_IsNull(r)) {
         if (!cJSON_IsNumber(r) || r->valuedouble != PREPROCESS_RESAMPLE_BICUBIC) {
-            set_err(j->err, j->errlen, "%s: \"resample\" %g is not supported (only 3 = bicubic, Pillow's id)",
-                    j->where, cJSON_IsNumber(r) ? r->valuedouble : NAN);
+            aimc_set_err(j->err, j->errlen, "%s: \"resample\" %g is not supported (only 3 = bicubic, Pillow's id)",
+                         j->where, cJSON_IsNumber(r) ? r->valuedouble : NAN);
             return -1;
         }
         c->resample = r->valueint;
@@ -176,7 +168,7 @@ static int read_scalars(const cJSON *root, preprocess_config *c, const json_ctx 
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, "rescale_factor");
     if (f && !cJSON_IsNull(f)) {
         if (!cJSON_IsNumber(f) || !(f->valuedouble > 0)) {
-            set_err(j->err, j->errlen, "%s: \"rescale_factor\" must be a number above 0", j->where);
+            aimc_set_err(j->err, j->errlen, "%s: \"rescale_factor\" must be a number above 0", j->where);
             return -1;
         }
         c->rescale_factor = f->valuedouble;
@@ -215,8 +207,8 @@ int preprocess_config_parse(preprocess_config *c, const char *json_text, const c
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(json_text, &end, 0);
     if (!cJSON_IsObject(root)) {
-        if (root) set_err(err, errlen, "%s: expected a JSON object", where);
-        else set_err(err, errlen, "%s: malformed JSON near byte %td", where, end ? end - json_text : (ptrdiff_t)0);
+        if (root) aimc_set_err(err, errlen, "%s: expected a JSON object", where);
+        else aimc_set_err(err, errlen, "%s: malformed JSON near byte %td", where, end ? end - json_text : (ptrdiff_t)0);
         cJSON_Delete(root);
         return -1;
     }
@@ -228,7 +220,7 @@ int preprocess_config_parse(preprocess_config *c, const char *json_text, const c
 static char *read_text(const char *path, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        aimc_set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     size_t cap = 1 << 20, n = 0; /* a processor config is a few hundred bytes */
@@ -237,7 +229,7 @@ static char *read_text(const char *path, char *err, size_t errlen) {
     int bad = ferror(f);
     fclose(f);
     if (!buf || bad || n > cap) {
-        set_err(err, errlen, "%s: %s", path, !buf ? "out of memory" : bad ? "read error" : "larger than 1 MB");
+        aimc_set_err(err, errlen, "%s: %s", path, !buf ? "out of memory" : bad ? "read error" : "larger than 1 MB");
         free(buf);
         return NULL;
     }
@@ -248,7 +240,7 @@ static char *read_text(const char *path, char *err, size_t errlen) {
 int preprocess_config_load(preprocess_config *c, const char *model_dir, char *err, size_t errlen) {
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/preprocessor_config.json", model_dir) >= sizeof path) {
-        set_err(err, errlen, "%s: path too long", model_dir);
+        aimc_set_err(err, errlen, "%s: path too long", model_dir);
         return -1;
     }
     char *text = read_text(path, err, errlen);
@@ -423,7 +415,7 @@ int image_resize_bicubic(const image_rgb *src, int64_t out_w, int64_t out_h, ima
     axis_free(&vy);
     if (rc) {
         image_free(dst);
-        set_err(err, errlen, "out of memory resizing to %lldx%lld", (long long)out_w, (long long)out_h);
+        aimc_set_err(err, errlen, "out of memory resizing to %lldx%lld", (long long)out_w, (long long)out_h);
     }
     return rc;
 }
@@ -452,13 +444,13 @@ int preprocess_output_size(const preprocess_config *c, int64_t w, int64_t h, int
                            char *err, size_t errlen) {
     int64_t rw, rh;
     if (w <= 0 || h <= 0) {
-        set_err(err, errlen, "preprocess: empty %lldx%lld image", (long long)w, (long long)h);
+        aimc_set_err(err, errlen, "preprocess: empty %lldx%lld image", (long long)w, (long long)h);
         return -1;
     }
     resized_size(c, w, h, &rw, &rh);
     if (rw < 1 || rh < 1 || rw > PREPROCESS_MAX_SIDE || rh > PREPROCESS_MAX_SIDE) {
-        set_err(err, errlen, "preprocess: a %lldx%lld image becomes %lldx%lld before cropping (limit %d per side)",
-                (long long)w, (long long)h, (long long)rw, (long long)rh, PREPROCESS_MAX_SIDE);
+        aimc_set_err(err, errlen, "preprocess: a %lldx%lld image becomes %lldx%lld before cropping (limit %d per side)",
+                     (long long)w, (long long)h, (long long)rw, (long long)rh, PREPROCESS_MAX_SIDE);
         return -1;
     }
     *out_w = c->do_center_crop ? c->crop_width : rw;
@@ -472,7 +464,7 @@ static int pad_square(const preprocess_config *c, const image_rgb *img, image_rg
     int64_t side = img->width > img->height ? img->width : img->height;
     dst->data = malloc((size_t)(side * side * 3));
     if (!dst->data) {
-        set_err(err, errlen, "out of memory padding a %lldx%lld image", (long long)side, (long long)side);
+        aimc_set_err(err, errlen, "out of memory padding a %lldx%lld image", (long long)side, (long long)side);
         return -1;
     }
     dst->width = dst->height = side;
@@ -514,7 +506,7 @@ static void crop_normalise(const preprocess_config *c, const image_rgb *img, int
 int preprocess_image(const preprocess_config *c, const image_rgb *img, float *out, char *err, size_t errlen) {
     int64_t oh, ow, rw, rh;
     if (c->resample != PREPROCESS_RESAMPLE_BICUBIC) {
-        set_err(err, errlen, "preprocess: resample %d is not supported (only 3 = bicubic)", c->resample);
+        aimc_set_err(err, errlen, "preprocess: resample %d is not supported (only 3 = bicubic)", c->resample);
         return -1;
     }
     if (preprocess_output_size(c, img->width, img->height, &oh, &ow, err, errlen)) return -1;

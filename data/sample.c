@@ -1,6 +1,7 @@
 /* Shard samples -> documents (MMC4-style JSON or LAION-style pairs); see sample.h. */
 #include "sample.h"
 #include "base64.h"
+#include "utf8.h"
 #include "../kernels/check.h"
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -9,48 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static char *dup_str(const char *s) {
-    size_t n = strlen(s);
-    char *d = malloc(n + 1);
-    AIMC_CHECK(d, "out of memory");
-    memcpy(d, s, n + 1);
-    return d;
-}
-
 /* ---- UTF-8 ------------------------------------------------------------ */
 
-/* Length of the well-formed UTF-8 sequence at s[0..n), or 0 when it is not
- * well formed; then *bad gets the length of its maximal subpart (>= 1), the
- * bytes one U+FFFD replaces. NUL counts as invalid (C strings end there). */
+/* utf8_seq_len, except that NUL counts as invalid (C strings end there). */
 static size_t utf8_seq(const uint8_t *s, size_t n, size_t *bad) {
-    uint8_t b = s[0];
-    size_t need;
-    uint8_t lo = 0x80, hi = 0xBF;
+    if (s[0] != 0) return utf8_seq_len(s, n, bad);
     *bad = 1;
-    if (b == 0) return 0;
-    if (b < 0x80) return 1;
-    if (b >= 0xC2 && b <= 0xDF) need = 1;
-    else if (b >= 0xE0 && b <= 0xEF) need = 2, lo = b == 0xE0 ? 0xA0 : 0x80, hi = b == 0xED ? 0x9F : 0xBF;
-    else if (b >= 0xF0 && b <= 0xF4) need = 3, lo = b == 0xF0 ? 0x90 : 0x80, hi = b == 0xF4 ? 0x8F : 0xBF;
-    else return 0;
-    for (size_t i = 1; i <= need; i++) {
-        uint8_t c = i < n ? s[i] : 0;
-        uint8_t l = i == 1 ? lo : 0x80, h = i == 1 ? hi : 0xBF;
-        if (i >= n || c < l || c > h) {
-            *bad = i;
-            return 0;
-        }
-    }
-    return need + 1;
+    return 0;
 }
 
 int sample_utf8_valid(const char *s, size_t n) {
@@ -93,8 +59,7 @@ static char *clean_text(const char *text, size_t n, sample_utf8_policy policy, s
     while (n && is_space((uint8_t)text[n - 1])) n--;
     *why = SKIP_BAD_TEXT;
     if (sample_utf8_valid(text, n)) {
-        char *d = malloc(n + 1);
-        AIMC_CHECK(d, "out of memory");
+        char *d = aimc_xmalloc(n + 1);
         memcpy(d, text, n), d[n] = 0;
         return d;
     }
@@ -158,7 +123,7 @@ static int fail(skip_reason *why, skip_reason r, char *err, size_t errlen, const
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     *why = r;
-    set_err(err, errlen, "sample '%s': %s", key ? key : "?", msg);
+    aimc_set_err(err, errlen, "sample '%s': %s", key ? key : "?", msg);
     return -1;
 }
 
@@ -181,7 +146,7 @@ static int parse_laion(const shard_sample *s, const sample_opts *o, document *do
     AIMC_CHECK(doc->texts && doc->images, "out of memory");
     doc->n_texts = doc->n_images = 1;
     doc->texts[0] = caption;
-    doc->images[0] = (doc_image){.name = dup_str(img->ext), .data = img->data, .size = img->size, .sim = 1.0};
+    doc->images[0] = (doc_image){.name = aimc_strdup(img->ext), .data = img->data, .size = img->size, .sim = 1.0};
     return 0;
 }
 
@@ -252,7 +217,7 @@ static int parse_image(const shard_sample *s, const cJSON *info, const cJSON *ma
     if (isnan(im->sim))
         return fail(why, SKIP_BAD_JSON, err, errlen, doc->key,
                     "image_info[%lld] has no matched_sim and similarity_matrix has no entry for it", (long long)i);
-    im->name = dup_str(name ? name->valuestring : "");
+    im->name = aimc_strdup(name ? name->valuestring : "");
     resolve_image_bytes(s, info, im);
     return 0;
 }
@@ -293,7 +258,7 @@ int document_parse(const shard_sample *s, const sample_opts *opts, document *doc
     const sample_opts *o = opts ? opts : &defaults;
     memset(doc, 0, sizeof *doc);
     doc->format = o->format == SAMPLE_FORMAT_AUTO ? sample_detect_format(s) : o->format;
-    doc->key = dup_str(s->key ? s->key : "");
+    doc->key = aimc_strdup(s->key ? s->key : "");
     int rc = doc->format == SAMPLE_FORMAT_LAION ? parse_laion(s, o, doc, why, err, errlen)
                                                 : parse_mmc4(s, o, doc, why, err, errlen);
     if (rc) document_free(doc);

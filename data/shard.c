@@ -3,8 +3,8 @@
  * names, base-256 sizes, checksum validation, resynchronisation after a
  * damaged header); samples = runs of consecutive members sharing a key. */
 #include "shard.h"
+#include "../kernels/check.h"
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,15 +19,6 @@
 #define MAX_LONGNAME_BYTES (1 << 16) /* same for a GNU long name */
 #define DEFAULT_MAX_MEMBER_BYTES ((size_t)64 << 20)
 #define DEFAULT_MAX_MEMBERS 256
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ------------------------------------------------------------------------
  * Byte stream: plain file, gzip (zlib, possibly several members) or zstd
@@ -137,8 +128,8 @@ static int stream_detect(byte_stream *bs, const char *path, char *err, size_t er
     if (n >= 2 && !memcmp(p, gz, 2)) bs->codec = CODEC_GZIP;
     else if (n >= 4 && !memcmp(p, zst, 4)) bs->codec = CODEC_ZSTD;
     else if ((n >= 6 && !memcmp(p, xz, 6)) || (n >= 3 && !memcmp(p, "BZh", 3))) {
-        set_err(err, errlen, "%s: %s-compressed, which aimc does not read (recompress with gzip or zstd)", path,
-                p[0] == 'B' ? "bzip2" : "xz");
+        aimc_set_err(err, errlen, "%s: %s-compressed, which aimc does not read (recompress with gzip or zstd)", path,
+                     p[0] == 'B' ? "bzip2" : "xz");
         return -1;
     }
     return 0;
@@ -147,11 +138,11 @@ static int stream_detect(byte_stream *bs, const char *path, char *err, size_t er
 static int stream_init_codec(byte_stream *bs, const char *path, char *err, size_t errlen) {
     if (bs->codec == CODEC_GZIP && inflateInit2(&bs->z, 15 + 32) != Z_OK) { /* 15+32: gzip or zlib header */
         bs->codec = CODEC_PLAIN;
-        set_err(err, errlen, "%s: cannot start the gzip decoder", path);
+        aimc_set_err(err, errlen, "%s: cannot start the gzip decoder", path);
         return -1;
     }
     if (bs->codec == CODEC_ZSTD && (!(bs->zs = ZSTD_createDStream()) || ZSTD_isError(ZSTD_initDStream(bs->zs)))) {
-        set_err(err, errlen, "%s: cannot start the zstd decoder", path);
+        aimc_set_err(err, errlen, "%s: cannot start the zstd decoder", path);
         return -1;
     }
     return 0;
@@ -161,21 +152,22 @@ static int stream_open(byte_stream *bs, const char *path, char *err, size_t errl
     struct stat st;
     memset(bs, 0, sizeof *bs);
     if (!(bs->f = fopen(path, "rb"))) {
-        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        aimc_set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
     if (fstat(fileno(bs->f), &st) || S_ISDIR(st.st_mode)) {
-        set_err(err, errlen, "%s: %s", path, S_ISDIR(st.st_mode) ? "is a directory, not a shard" : strerror(errno));
+        aimc_set_err(err, errlen, "%s: %s", path,
+                     S_ISDIR(st.st_mode) ? "is a directory, not a shard" : strerror(errno));
         return -1;
     }
     bs->file_size = (int64_t)st.st_size;
     if (!(bs->in = malloc(STREAM_INPUT_BYTES))) {
-        set_err(err, errlen, "%s: out of memory", path);
+        aimc_set_err(err, errlen, "%s: out of memory", path);
         return -1;
     }
     stream_refill(bs);
     if (bs->in_len == 0) {
-        set_err(err, errlen, "%s: empty file (0 bytes), not a tar shard", path);
+        aimc_set_err(err, errlen, "%s: empty file (0 bytes), not a tar shard", path);
         return -1;
     }
     if (stream_detect(bs, path, err, errlen)) return -1;
@@ -526,13 +518,13 @@ static int check_first_block(shard_reader *r, const char *path, char *err, size_
     tar_header h;
     size_t got = stream_read(&r->s, r->first_block, TAR_BLOCK);
     if (got == 0 && r->s.codec != CODEC_PLAIN) {
-        set_err(err, errlen, "%s: %s data is corrupt, empty or cut short before its first 512 bytes", path,
-                r->s.codec == CODEC_GZIP ? "gzip" : "zstd");
+        aimc_set_err(err, errlen, "%s: %s data is corrupt, empty or cut short before its first 512 bytes", path,
+                     r->s.codec == CODEC_GZIP ? "gzip" : "zstd");
         return -1;
     }
     if (got != TAR_BLOCK || (!all_zero(r->first_block, TAR_BLOCK) && parse_header(r->first_block, &h))) {
-        set_err(err, errlen, "%s: not a tar archive (%s)", path,
-                got != TAR_BLOCK ? "shorter than one 512-byte header" : "first header fails its checksum");
+        aimc_set_err(err, errlen, "%s: not a tar archive (%s)", path,
+                     got != TAR_BLOCK ? "shorter than one 512-byte header" : "first header fails its checksum");
         return -1;
     }
     r->first_block_pending = 1;
@@ -542,7 +534,7 @@ static int check_first_block(shard_reader *r, const char *path, char *err, size_
 shard_reader *shard_open(const char *path, const shard_limits *limits, char *err, size_t errlen) {
     shard_reader *r = calloc(1, sizeof *r);
     if (!r) {
-        set_err(err, errlen, "%s: out of memory", path);
+        aimc_set_err(err, errlen, "%s: out of memory", path);
         return NULL;
     }
     r->lim = resolve_limits(limits);

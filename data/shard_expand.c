@@ -1,7 +1,7 @@
 /* shard_expand: "a.tar,dir/s-[0-9]*.tar,shards/{00000..00099}.tar" -> paths. */
 #include "shard.h"
+#include "../kernels/check.h"
 #include <glob.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,28 +13,17 @@ typedef struct path_list {
     int64_t n, cap;
 } path_list;
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 static int list_push(path_list *l, const char *s, size_t len, char *err, size_t errlen) {
     if (l->n >= MAX_EXPANDED_PATHS)
-        return fail(err, errlen, "shard spec expands to more than %d paths", MAX_EXPANDED_PATHS);
+        return aimc_set_err(err, errlen, "shard spec expands to more than %d paths", MAX_EXPANDED_PATHS);
     if (l->n == l->cap) {
         int64_t cap = l->cap ? l->cap * 2 : 16;
         char **v = realloc(l->v, (size_t)cap * sizeof *v);
-        if (!v) return fail(err, errlen, "out of memory expanding the shard spec");
+        if (!v) return aimc_set_err(err, errlen, "out of memory expanding the shard spec");
         l->v = v;
         l->cap = cap;
     }
-    if (!(l->v[l->n] = strndup(s, len))) return fail(err, errlen, "out of memory expanding the shard spec");
+    if (!(l->v[l->n] = strndup(s, len))) return aimc_set_err(err, errlen, "out of memory expanding the shard spec");
     l->n++;
     return 0;
 }
@@ -66,7 +55,7 @@ static int expand_braces(const char *s, size_t len, path_list *out, char *err, s
 static int expand_joined(const char *pre, size_t npre, const char *mid, size_t nmid, const char *suf, size_t nsuf,
                          path_list *out, char *err, size_t errlen) {
     char *joined = malloc(npre + nmid + nsuf + 1);
-    if (!joined) return fail(err, errlen, "out of memory expanding the shard spec");
+    if (!joined) return aimc_set_err(err, errlen, "out of memory expanding the shard spec");
     memcpy(joined, pre, npre);
     memcpy(joined + npre, mid, nmid);
     memcpy(joined + npre + nmid, suf, nsuf);
@@ -101,15 +90,16 @@ static int expand_range(const char *s, size_t open, size_t close, size_t len, pa
     size_t blen = close - open - 1, dots;
     long long a, b;
     if (parse_range(body, blen, &dots, &a, &b))
-        return fail(err, errlen, "bad brace range '{%.*s}': expected {FIRST..LAST} with decimal numbers or {a,b,...}",
-                    (int)blen, body);
+        return aimc_set_err(err, errlen,
+                            "bad brace range '{%.*s}': expected {FIRST..LAST} with decimal numbers or {a,b,...}",
+                            (int)blen, body);
     size_t wa = dots, wb = blen - dots - 2;
     int pad = (wa > 1 && body[0] == '0') || (wb > 1 && body[dots + 2] == '0');
     int width = pad ? (int)(wa > wb ? wa : wb) : 0;
     long long step = a <= b ? 1 : -1, count = (a <= b ? b - a : a - b) + 1;
     if (count > MAX_EXPANDED_PATHS)
-        return fail(err, errlen, "brace range '{%.*s}' has %lld values, more than %d", (int)blen, body, count,
-                    MAX_EXPANDED_PATHS);
+        return aimc_set_err(err, errlen, "brace range '{%.*s}' has %lld values, more than %d", (int)blen, body, count,
+                            MAX_EXPANDED_PATHS);
     for (long long v = a;; v += step) {
         char num[32];
         int k = snprintf(num, sizeof num, "%0*lld", width, v);
@@ -133,12 +123,12 @@ static int expand_braces(const char *s, size_t len, path_list *out, char *err, s
     const char *open_p = memchr(s, '{', len);
     const char *close_p = memchr(s, '}', len);
     if (!open_p) {
-        if (close_p) return fail(err, errlen, "unbalanced '}' in shard spec item '%.*s'", (int)len, s);
+        if (close_p) return aimc_set_err(err, errlen, "unbalanced '}' in shard spec item '%.*s'", (int)len, s);
         return list_push(out, s, len, err, errlen);
     }
     size_t open = (size_t)(open_p - s);
     ptrdiff_t close = matching_brace(s, len, open);
-    if (close < 0) return fail(err, errlen, "unbalanced '{' in shard spec item '%.*s'", (int)len, s);
+    if (close < 0) return aimc_set_err(err, errlen, "unbalanced '{' in shard spec item '%.*s'", (int)len, s);
     if (next_comma(s, open + 1, (size_t)close) < (size_t)close)
         return expand_alternatives(s, open, (size_t)close, len, out, err, errlen);
     return expand_range(s, open, (size_t)close, len, out, err, errlen);
@@ -152,10 +142,10 @@ static int expand_glob(const char *pattern, path_list *out, char *err, size_t er
     if (!strpbrk(pattern, "*?[")) return list_push(out, pattern, strlen(pattern), err, errlen);
     glob_t g;
     int rc = glob(pattern, GLOB_NOSORT, NULL, &g);
-    if (rc == GLOB_NOMATCH) return fail(err, errlen, "shard glob '%s' matches no files", pattern);
+    if (rc == GLOB_NOMATCH) return aimc_set_err(err, errlen, "shard glob '%s' matches no files", pattern);
     if (rc)
-        return fail(err, errlen, "shard glob '%s' failed (%s)", pattern,
-                    rc == GLOB_NOSPACE ? "out of memory" : "read error");
+        return aimc_set_err(err, errlen, "shard glob '%s' failed (%s)", pattern,
+                            rc == GLOB_NOSPACE ? "out of memory" : "read error");
     qsort(g.gl_pathv, g.gl_pathc, sizeof *g.gl_pathv, cmp_str);
     for (size_t i = 0; i < g.gl_pathc && !rc; i++)
         rc = list_push(out, g.gl_pathv[i], strlen(g.gl_pathv[i]), err, errlen);
@@ -165,7 +155,7 @@ static int expand_glob(const char *pattern, path_list *out, char *err, size_t er
 
 static int expand_item(const char *item, size_t len, path_list *out, char *err, size_t errlen) {
     if (len == 0)
-        return fail(err, errlen, "empty item in shard spec (two commas in a row, or a leading/trailing comma)");
+        return aimc_set_err(err, errlen, "empty item in shard spec (two commas in a row, or a leading/trailing comma)");
     path_list braced = {0};
     int rc = expand_braces(item, len, &braced, err, errlen);
     for (int64_t i = 0; i < braced.n && !rc; i++) rc = expand_glob(braced.v[i], out, err, errlen);
@@ -177,7 +167,7 @@ int64_t shard_expand(const char *spec, char ***paths, char *err, size_t errlen) 
     path_list out = {0};
     size_t len = strlen(spec);
     *paths = NULL;
-    if (len == 0) return fail(err, errlen, "empty shard spec");
+    if (len == 0) return aimc_set_err(err, errlen, "empty shard spec");
     for (size_t from = 0; from <= len;) {
         size_t to = next_comma(spec, from, len);
         if (expand_item(spec + from, to - from, &out, err, errlen)) {

@@ -2,9 +2,9 @@
  * shard writing (tar, compression, LAION / MMC4 layouts) is in
  * synth_write.c. */
 #include "synth.h"
+#include "../kernels/check.h"
 #include <math.h>
 #include <png.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,15 +18,6 @@ const uint8_t synth_colour_rgb[SYNTH_NCOLOURS][3] = {
     {130, 40, 170}, {245, 245, 245}, {15, 15, 15},    {245, 150, 200}, {40, 210, 220},
 };
 const char *const synth_shape_names[SYNTH_NSHAPES] = {"circle", "square", "triangle", "diamond", "cross"};
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 int synth_parse_layout(const char *name, synth_layout *out) {
     if (!strcmp(name, "laion")) *out = SYNTH_LAION;
@@ -134,7 +125,7 @@ static int encode_webp(const uint8_t *rgb, int64_t w, int64_t h, uint8_t **out, 
     uint8_t *enc = NULL;
     size_t len = WebPEncodeRGB(rgb, (int)w, (int)h, (int)(w * 3), 85.0f, &enc);
     if (!len) {
-        set_err(err, errlen, "WebP encoding of a %lldx%lld image failed", (long long)w, (long long)h);
+        aimc_set_err(err, errlen, "WebP encoding of a %lldx%lld image failed", (long long)w, (long long)h);
         return -1;
     }
     /* WebP's buffer must be released with WebPFree; hand back a malloc'd copy */
@@ -151,7 +142,7 @@ static int encode_jpeg(const uint8_t *rgb, int64_t w, int64_t h, uint8_t **out, 
     unsigned char *enc = NULL;
     unsigned long len = 0;
     int rc = tj ? tjCompress2(tj, rgb, (int)w, (int)(w * 3), (int)h, TJPF_RGB, &enc, &len, TJSAMP_420, 90, 0) : -1;
-    if (rc) set_err(err, errlen, "JPEG encoding failed: %s", tj ? tjGetErrorStr2(tj) : "no turbojpeg handle");
+    if (rc) aimc_set_err(err, errlen, "JPEG encoding failed: %s", tj ? tjGetErrorStr2(tj) : "no turbojpeg handle");
     else if ((*out = malloc(len))) memcpy(*out, enc, len);
     *n = len;
     tjFree(enc);
@@ -191,7 +182,7 @@ static int encode_png(const uint8_t *rgb, int64_t w, int64_t h, uint8_t **out, s
     if (!info || setjmp(png_jmpbuf(png))) {
         png_destroy_write_struct(&png, &info);
         free(b.data);
-        set_err(err, errlen, "PNG encoding of a %lldx%lld image failed", (long long)w, (long long)h);
+        aimc_set_err(err, errlen, "PNG encoding of a %lldx%lld image failed", (long long)w, (long long)h);
         return -1;
     }
     png_set_write_fn(png, &b, png_write_mem, png_flush_mem);
@@ -214,6 +205,6 @@ int synth_encode(const uint8_t *rgb, int64_t w, int64_t h, synth_image_format f,
     case SYNTH_IMG_WEBP: return encode_webp(rgb, w, h, out, n, err, errlen);
     case SYNTH_IMG_JPEG: return encode_jpeg(rgb, w, h, out, n, err, errlen);
     case SYNTH_IMG_PNG: return encode_png(rgb, w, h, out, n, err, errlen);
-    default: set_err(err, errlen, "synth_encode: pick one image format, not 'mixed'"); return -1;
+    default: aimc_set_err(err, errlen, "synth_encode: pick one image format, not 'mixed'"); return -1;
     }
 }

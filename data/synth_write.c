@@ -3,9 +3,9 @@
  * the LAION and MMC4 sample layouts. */
 #include "base64.h"
 #include "synth.h"
+#include "../kernels/check.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,15 +16,6 @@
 #define TAR_BLOCK 512
 #define TAR_RECORD (20 * TAR_BLOCK) /* tarfile pads the archive to whole records */
 #define SINK_CHUNK (64 * 1024)
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- output sink: plain, gzip or zstd ---- */
 
@@ -195,7 +186,7 @@ static int make_image(shard_ctx *c, const synth_scene *sc, synth_image_format f,
     *h = landscape ? other : side;
     uint8_t *rgb = malloc((size_t)(*w * *h * 3));
     if (!rgb) {
-        set_err(c->err, sizeof c->err, "out of memory for a %lldx%lld image", (long long)*w, (long long)*h);
+        aimc_set_err(c->err, sizeof c->err, "out of memory for a %lldx%lld image", (long long)*w, (long long)*h);
         return -1;
     }
     synth_render(sc, *w, *h, rgb);
@@ -211,7 +202,7 @@ static uint64_t member_mtime(const shard_ctx *c, int64_t doc) {
 static void write_json_member(shard_ctx *c, const char *name, cJSON *j, uint64_t mtime) {
     char *text = cJSON_PrintUnformatted(j);
     if (!text) {
-        set_err(c->err, sizeof c->err, "out of memory printing JSON");
+        aimc_set_err(c->err, sizeof c->err, "out of memory printing JSON");
         c->sink.failed = 1;
         return;
     }
@@ -361,7 +352,7 @@ static int mmc4_add_image(shard_ctx *c, const mmc4_doc *d, int i, const synth_sc
     char *b64 = base64_encode(img, n, NULL);
     free(img);
     if (!b64) {
-        set_err(c->err, sizeof c->err, "out of memory encoding base64");
+        aimc_set_err(c->err, sizeof c->err, "out of memory encoding base64");
         return -1;
     }
     cJSON_AddItemToArray(infos, mmc4_image_info(c, d, i, synth_image_ext(f), b64));
@@ -374,7 +365,7 @@ static int mmc4_document(shard_ctx *c, int64_t doc) {
     synth_scene scenes[SYNTH_MAX_DOC_IMAGES];
     char key[64], name[96];
     if (!d) {
-        set_err(c->err, sizeof c->err, "out of memory");
+        aimc_set_err(c->err, sizeof c->err, "out of memory");
         return -1;
     }
     int64_t span = c->o->max_images - c->o->min_images + 1;
@@ -415,32 +406,33 @@ static int write_shard(const synth_options *o, int64_t shard, const char *path, 
     c.rng = o->seed * 0x9e3779b97f4a7c15ull + (uint64_t)shard * 0xd1b54a32d192ed03ull + 1;
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int rc = sink_open(&c.sink, tmp, o->compress);
-    if (rc) set_err(c.err, sizeof c.err, "cannot write: %s", strerror(errno));
+    if (rc) aimc_set_err(c.err, sizeof c.err, "cannot write: %s", strerror(errno));
     for (int64_t d = 0; d < o->docs && !rc; d++)
         rc = o->layout == SYNTH_MMC4 ? mmc4_document(&c, d) : laion_sample(&c, d);
     if (!rc) tar_finish(&c.sink);
     if (sink_close(&c.sink) && !rc) {
         rc = -1;
-        set_err(c.err, sizeof c.err, "write failed (disk full?)");
+        aimc_set_err(c.err, sizeof c.err, "write failed (disk full?)");
     }
     if (!rc && rename(tmp, path)) {
         rc = -1;
-        set_err(c.err, sizeof c.err, "cannot rename %s: %s", tmp, strerror(errno));
+        aimc_set_err(c.err, sizeof c.err, "cannot rename %s: %s", tmp, strerror(errno));
     }
     if (rc) {
         remove(tmp);
-        set_err(err, errlen, "synth: %s: %s", path, c.err);
+        aimc_set_err(err, errlen, "synth: %s: %s", path, c.err);
     }
     return rc;
 }
 
 static int check_options(const synth_options *o, char *err, size_t errlen) {
-    if (o->shards < 1 || o->docs < 1) set_err(err, errlen, "synth: --shards and --docs must be >= 1");
+    if (o->shards < 1 || o->docs < 1) aimc_set_err(err, errlen, "synth: --shards and --docs must be >= 1");
     else if (o->image_size < 8 || o->image_size > 4096)
-        set_err(err, errlen, "synth: --image-size must be in 8..4096, got %lld", (long long)o->image_size);
+        aimc_set_err(err, errlen, "synth: --image-size must be in 8..4096, got %lld", (long long)o->image_size);
     else if (o->layout == SYNTH_MMC4 &&
              (o->min_images < 1 || o->max_images < o->min_images || o->max_images > SYNTH_MAX_DOC_IMAGES))
-        set_err(err, errlen, "synth: images per document must satisfy 1 <= min <= max <= %d", SYNTH_MAX_DOC_IMAGES);
+        aimc_set_err(err, errlen, "synth: images per document must satisfy 1 <= min <= max <= %d",
+                     SYNTH_MAX_DOC_IMAGES);
     else return 0;
     return -1;
 }
@@ -454,7 +446,7 @@ static int make_dirs(const char *dir, char *err, size_t errlen) {
         if (*p != '/' && !last) continue;
         *p = 0;
         if (mkdir(path, 0755) && errno != EEXIST) {
-            set_err(err, errlen, "synth: cannot create folder %s: %s", path, strerror(errno));
+            aimc_set_err(err, errlen, "synth: cannot create folder %s: %s", path, strerror(errno));
             return -1;
         }
         if (last) return 0;

@@ -2,6 +2,7 @@
  * per word (HF tokenizers' algorithm: lowest rank first, leftmost on ties;
  * O(n log n) per word), and a bounded word cache. */
 #include "tok_internal.h"
+#include "../kernels/check.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,8 +161,8 @@ int bpe_add_merge(tok_bpe *m, const char *a, size_t na, const char *b, size_t nb
                   char *err, size_t errlen) {
     const int32_t *ia = strmap_get(&m->vocab, a, na), *ib = strmap_get(&m->vocab, b, nb);
     if (!ia || !ib) {
-        tok_err(err, errlen, "model.merges[%u]: token '%.*s' is not in the vocabulary", rank,
-                (int)(ia ? nb : na), ia ? b : a);
+        aimc_set_err(err, errlen, "model.merges[%u]: token '%.*s' is not in the vocabulary", rank, (int)(ia ? nb : na),
+                     ia ? b : a);
         return -1;
     }
     size_t skip = m->prefix.n; /* HF drops continuing_subword_prefix's length from b */
@@ -170,7 +171,7 @@ int bpe_add_merge(tok_bpe *m, const char *a, size_t na, const char *b, size_t nb
     tstr_put(&merged, a, na);
     tstr_put(&merged, b + skip, nb - skip);
     const int32_t *id = strmap_get(&m->vocab, merged.p, merged.n);
-    if (!id) tok_err(err, errlen, "model.merges[%u]: merged token '%s' is not in the vocabulary", rank, merged.p);
+    if (!id) aimc_set_err(err, errlen, "model.merges[%u]: merged token '%s' is not in the vocabulary", rank, merged.p);
     tstr_free(&merged);
     if (!id) return -1;
     u64map_set(&m->merges, (uint64_t)(uint32_t)*ia << 32 | (uint32_t)*ib, (uint64_t)rank << 32 | (uint32_t)*id);
@@ -245,7 +246,7 @@ static int split_chars(const tok_bpe *m, tok_ctx *c, const char *w, size_t n, ch
             }
             const int32_t *u = strmap_get(&m->vocab, m->unk_token, strlen(m->unk_token));
             if (!u) {
-                tok_err(err, errlen, "unk_token '%s' is not in the vocabulary", m->unk_token);
+                aimc_set_err(err, errlen, "unk_token '%s' is not in the vocabulary", m->unk_token);
                 return -1;
             }
             if (unk_id >= 0) word_add(c, unk_id, unk_len);

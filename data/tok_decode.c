@@ -22,13 +22,6 @@ void toks_free(tok_list *l) {
     memset(l, 0, sizeof *l);
 }
 
-/* Replaces token i's contents with buf's (buf keeps the old storage). */
-static void take(tstr *tok, tstr *buf) {
-    tstr t = *tok;
-    *tok = *buf;
-    *buf = t;
-}
-
 /* Every token becomes its bytes (through the GPT-2 byte map when all its
  * characters are byte characters, else its raw UTF-8); one lossy UTF-8 string. */
 static void dec_bytelevel(tok_ctx *c, tok_list *l) {
@@ -67,25 +60,12 @@ static void dec_metaspace(const tok_dec *d, tok_ctx *c, tok_list *l) {
                 tstr_putc(&c->work, t->p[k++]);
             }
         }
-        take(t, &c->work);
+        tstr_swap(t, &c->work);
     }
 }
 
 static void dec_replace(const tok_dec *d, tok_ctx *c, tok_list *l) {
-    for (int64_t i = 0; i < l->n; i++) {
-        tstr *t = &l->v[i];
-        pattern_find(&d->pat, c, t->p ? t->p : "", t->n, &c->spans);
-        if (!c->spans.n) continue;
-        tstr_clear(&c->work);
-        size_t prev = 0;
-        for (int64_t k = 0; k < c->spans.n; k++) {
-            tstr_put(&c->work, t->p + prev, c->spans.v[k].s - prev);
-            tstr_put(&c->work, d->content.p, d->content.n);
-            prev = c->spans.v[k].e;
-        }
-        tstr_put(&c->work, t->p + prev, t->n - prev);
-        take(t, &c->work);
-    }
+    for (int64_t i = 0; i < l->n; i++) pattern_replace(&d->pat, c, &l->v[i], &d->content, &c->work);
 }
 
 static int hex_digit(char ch) {
@@ -124,7 +104,7 @@ static void dec_bytefallback(tok_ctx *c, tok_list *l) {
             continue;
         }
         flush_bytes(&out, &c->work);
-        take(toks_push(&out), &l->v[i]);
+        tstr_swap(toks_push(&out), &l->v[i]);
     }
     flush_bytes(&out, &c->work);
     toks_free(l);
@@ -135,7 +115,7 @@ static void dec_fuse(tok_ctx *c, tok_list *l) {
     tstr_clear(&c->work);
     for (int64_t i = 0; i < l->n; i++) tstr_put(&c->work, l->v[i].p, l->v[i].n);
     l->n = 0;
-    take(toks_push(l), &c->work);
+    tstr_swap(toks_push(l), &c->work);
 }
 
 /* Removes up to `start` leading and `stop` trailing copies of strip_char. */
@@ -166,7 +146,7 @@ static void dec_bpe(const tok_dec *d, tok_ctx *c, tok_list *l) {
                 tstr_putc(&c->work, t->p[k++]);
             }
         }
-        take(t, &c->work);
+        tstr_swap(t, &c->work);
     }
 }
 

@@ -23,9 +23,14 @@ static inline void tstr_clear(tstr *s) {
     s->n = 0;
     if (s->p) s->p[0] = 0;
 }
+/* Exchanges the two strings' contents (and storage). */
+static inline void tstr_swap(tstr *a, tstr *b) {
+    tstr t = *a;
+    *a = *b;
+    *b = t;
+}
 void ids_push(tok_ids *v, int32_t id);
 void *tok_xrealloc(void *p, size_t bytes);
-void tok_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- Unicode (tok_unicode.c, tables in tok_unicode_tables.c) ---- */
 typedef struct { uint32_t start, end, ccc; } tok_ccc_run;
@@ -238,6 +243,9 @@ void pattern_free(tok_pattern *p);
 void pattern_spans(const tok_pattern *p, tok_ctx *c, const char *s, size_t n, span_list *out);
 /* Oniguruma-style find_iter: matches only (is_match = 1). */
 void pattern_find(const tok_pattern *p, tok_ctx *c, const char *s, size_t n, span_list *out);
+/* Replaces every match of p in s with `with`: the result is built in tmp and
+ * swapped in (tmp keeps s's old storage). s is untouched when nothing matches. */
+void pattern_replace(const tok_pattern *p, tok_ctx *c, tstr *s, const tstr *with, tstr *tmp);
 void norm_apply(const tok_norm *nm, tok_ctx *c, tstr *s);
 void norm_free(tok_norm *nm);
 void pre_apply(const tok_pre *p, tok_ctx *c);

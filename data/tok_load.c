@@ -1,6 +1,7 @@
 /* tokenizer.json -> component structs. Every unsupported or malformed part is
  * one error line naming its JSON location and, for components, its type. */
 #include "tok_internal.h"
+#include "../kernels/check.h"
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdarg.h>
@@ -51,13 +52,13 @@ static int64_t jint(const cJSON *o, const char *key, int64_t dflt) {
 }
 
 static int unsupported(char *err, size_t errlen, const char *where, const char *type, const char *supported) {
-    if (type) tok_err(err, errlen, "%s: type '%s' is not supported (supported: %s)", where, type, supported);
-    else tok_err(err, errlen, "%s: missing \"type\" (supported: %s)", where, supported);
+    if (type) aimc_set_err(err, errlen, "%s: type '%s' is not supported (supported: %s)", where, type, supported);
+    else aimc_set_err(err, errlen, "%s: missing \"type\" (supported: %s)", where, supported);
     return -1;
 }
 
 static int bad_field(char *err, size_t errlen, const char *where, const char *field, const char *want) {
-    tok_err(err, errlen, "%s: field \"%s\" must be %s", where, field, want);
+    aimc_set_err(err, errlen, "%s: field \"%s\" must be %s", where, field, want);
     return -1;
 }
 
@@ -209,7 +210,7 @@ static int template_special(const cJSON *j, const char *name, tok_post *pp, int 
     const cJSON *specials = cJSON_GetObjectItemCaseSensitive(j, "special_tokens");
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(specials, name), "ids");
     if (!cJSON_IsArray(ids)) {
-        tok_err(err, errlen, "%s: special token '%s' of the template is not in \"special_tokens\"", w, name);
+        aimc_set_err(err, errlen, "%s: special token '%s' of the template is not in \"special_tokens\"", w, name);
         return -1;
     }
     const cJSON *v;
@@ -349,14 +350,14 @@ static int load_vocab(const cJSON *model, tok_bpe *m, char *err, size_t errlen) 
     cJSON_ArrayForEach(it, vocab) {
         double v = it->valuedouble;
         if (!cJSON_IsNumber(it) || v < 0 || v > INT32_MAX - 1 || v != floor(v)) {
-            tok_err(err, errlen, "model.vocab: token '%s' has an invalid id", it->string);
+            aimc_set_err(err, errlen, "model.vocab: token '%s' has an invalid id", it->string);
             return -1;
         }
         strmap_set(&m->vocab, it->string, strlen(it->string), (int32_t)v);
         if (v > max_id) max_id = v;
     }
     if (max_id >= 4.0 * (double)m->vocab.n + 65536) { /* the reverse map is an array */
-        tok_err(err, errlen, "model.vocab: ids reach %.0f for only %lld tokens", max_id, (long long)m->vocab.n);
+        aimc_set_err(err, errlen, "model.vocab: ids reach %.0f for only %lld tokens", max_id, (long long)m->vocab.n);
         return -1;
     }
     bpe_load_vocab_done(m);
@@ -379,7 +380,7 @@ static int load_merges(const cJSON *model, tok_bpe *m, char *err, size_t errlen)
             a = it->child->valuestring, na = strlen(a), b = it->child->next->valuestring, nb = strlen(b);
         }
         if (!a) {
-            tok_err(err, errlen, "model.merges[%u]: expected \"a b\" or [\"a\", \"b\"]", rank);
+            aimc_set_err(err, errlen, "model.merges[%u]: expected \"a b\" or [\"a\", \"b\"]", rank);
             return -1;
         }
         if (bpe_add_merge(m, a, na, b, nb, rank++, err, errlen)) return -1;
@@ -392,18 +393,18 @@ static int load_model(const cJSON *model, tok_bpe *m, char *err, size_t errlen) 
     if (!cJSON_IsObject(model)) return bad_field(err, errlen, "tokenizer.json", "model", "an object");
     if (!type && cJSON_GetObjectItemCaseSensitive(model, "merges")) type = "BPE"; /* untagged old files */
     if (!type || strcmp(type, "BPE")) {
-        if (type) tok_err(err, errlen, "model: type '%s' is not supported (aimc supports BPE)", type);
-        else tok_err(err, errlen, "model: missing \"type\" (aimc supports BPE)");
+        if (type) aimc_set_err(err, errlen, "model: type '%s' is not supported (aimc supports BPE)", type);
+        else aimc_set_err(err, errlen, "model: missing \"type\" (aimc supports BPE)");
         return -1;
     }
     const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
     if (!is_null(dropout) && (!cJSON_IsNumber(dropout) || dropout->valuedouble > 0)) {
-        tok_err(err, errlen, "model: BPE dropout is not supported (it makes encoding random); set it to null");
+        aimc_set_err(err, errlen, "model: BPE dropout is not supported (it makes encoding random); set it to null");
         return -1;
     }
     const char *unk = jstr(model, "unk_token"), *prefix = jstr(model, "continuing_subword_prefix");
     const char *suffix = jstr(model, "end_of_word_suffix");
-    m->unk_token = unk ? strdup(unk) : NULL;
+    m->unk_token = unk ? aimc_strdup(unk) : NULL;
     if (prefix) tstr_put(&m->prefix, prefix, strlen(prefix));
     if (suffix) tstr_put(&m->suffix, suffix, strlen(suffix));
     m->fuse_unk = jbool(model, "fuse_unk", 0);
@@ -437,8 +438,8 @@ int tok_load_components(tokenizer *tok, const char *json, size_t n, char *err, s
     cJSON *root = cJSON_ParseWithLengthOpts(json, n, &end, 0);
     if (!root || !cJSON_IsObject(root)) {
         size_t off = end && end >= json ? (size_t)(end - json) : 0;
-        if (root) tok_err(err, errlen, "not a JSON object");
-        else tok_err(err, errlen, "invalid JSON near byte %zu", off);
+        if (root) aimc_set_err(err, errlen, "not a JSON object");
+        else aimc_set_err(err, errlen, "invalid JSON near byte %zu", off);
         cJSON_Delete(root);
         return -1;
     }

@@ -1,6 +1,7 @@
 /* Text stages before the model: regex/literal patterns (PCRE2 with Oniguruma's
  * class meanings), normalizers, pre-tokenizers and the GPT-2 byte map. */
 #include "tok_internal.h"
+#include "../kernels/check.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,7 +50,8 @@ static int rewrite_regex(const char *src, size_t n, tstr *out, char *err, size_t
                             : e == 'h' ? (in_class ? "0-9a-fA-F" : "[0-9a-fA-F]")
                             : e == 'W' ? "[^" ONIG_WORD "]" : e == 'H' ? "[^0-9a-fA-F]" : NULL;
             if (in_class && (e == 'W' || e == 'H')) {
-                tok_err(err, errlen, "regex '%.*s': \\%c inside a character class is not supported", (int)n, src, e);
+                aimc_set_err(err, errlen, "regex '%.*s': \\%c inside a character class is not supported", (int)n, src,
+                             e);
                 return -1;
             }
             if (rep) tstr_put(out, rep, strlen(rep));
@@ -94,7 +96,7 @@ int pattern_compile(tok_pattern *p, const char *src, size_t n, int is_regex, cha
     if (!p->re) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(code, msg, sizeof msg);
-        tok_err(err, errlen, "regex '%.*s' does not compile: %s", (int)n, src, (const char *)msg);
+        aimc_set_err(err, errlen, "regex '%.*s' does not compile: %s", (int)n, src, (const char *)msg);
         return -1;
     }
     pcre2_jit_compile(p->re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter if unavailable */
@@ -178,24 +180,18 @@ void pattern_spans(const tok_pattern *p, tok_ctx *c, const char *s, size_t n, sp
 
 /* --------------------------------------------------------- normalizers */
 
-static void swap_tstr(tstr *a, tstr *b) {
-    tstr t = *a;
-    *a = *b;
-    *b = t;
-}
-
-static void replace_all(const tok_norm *nm, tok_ctx *c, tstr *s) {
-    pattern_find(&nm->pat, c, s->p, s->n, &c->spans);
+void pattern_replace(const tok_pattern *p, tok_ctx *c, tstr *s, const tstr *with, tstr *tmp) {
+    pattern_find(p, c, s->p ? s->p : "", s->n, &c->spans);
     if (!c->spans.n) return;
-    tstr_clear(&c->scratch);
+    tstr_clear(tmp);
     size_t prev = 0;
     for (int64_t i = 0; i < c->spans.n; i++) {
-        tstr_put(&c->scratch, s->p + prev, c->spans.v[i].s - prev);
-        tstr_put(&c->scratch, nm->content.p, nm->content.n);
+        tstr_put(tmp, s->p + prev, c->spans.v[i].s - prev);
+        tstr_put(tmp, with->p, with->n);
         prev = c->spans.v[i].e;
     }
-    tstr_put(&c->scratch, s->p + prev, s->n - prev);
-    swap_tstr(s, &c->scratch);
+    tstr_put(tmp, s->p + prev, s->n - prev);
+    tstr_swap(s, tmp);
 }
 
 static void strip_white(const tok_norm *nm, tstr *s) {
@@ -228,7 +224,7 @@ void norm_apply(const tok_norm *nm, tok_ctx *c, tstr *s) {
         tstr_put(&c->scratch, nm->content.p, nm->content.n);
         tstr_put(&c->scratch, s->p, s->n);
         break;
-    case N_REPLACE: replace_all(nm, c, s); return;
+    case N_REPLACE: pattern_replace(&nm->pat, c, s, &nm->content, &c->scratch); return;
     case N_NFC:
         tstr_clear(&c->scratch);
         uni_nfc(s->p, s->n, &c->scratch);
@@ -241,7 +237,7 @@ void norm_apply(const tok_norm *nm, tok_ctx *c, tstr *s) {
         if (s->n) strip_white(nm, s);
         return;
     }
-    swap_tstr(s, &c->scratch);
+    tstr_swap(s, &c->scratch);
 }
 
 void norm_free(tok_norm *nm) {
@@ -387,7 +383,7 @@ static void metaspace_piece(const tok_pre *p, tok_ctx *c, tok_piece pc) {
         tstr_clear(&c->scratch);
         tstr_put(&c->scratch, p->repl.p, p->repl.n);
         tstr_put(&c->scratch, c->work.p, c->work.n);
-        swap_tstr(&c->work, &c->scratch);
+        tstr_swap(&c->work, &c->scratch);
     }
     pc.off = stash(c, &c->work);
     pc.len = c->work.n;

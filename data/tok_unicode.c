@@ -1,7 +1,7 @@
 /* UTF-8 handling, whitespace classes, lowercasing and NFC for the tokenizer. */
 #include "tok_internal.h"
+#include "utf8.h"
 #include "../kernels/check.h"
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,14 +10,6 @@ void *tok_xrealloc(void *p, size_t bytes) {
     void *q = realloc(p, bytes ? bytes : 1);
     AIMC_CHECK(q, "tokenizer: out of memory (%zu bytes)", bytes);
     return q;
-}
-
-void tok_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
 }
 
 void tstr_reserve(tstr *s, size_t extra) {
@@ -112,32 +104,6 @@ int utf8_encode(uint32_t cp, char out[4]) {
     return 4;
 }
 
-/* Length of the valid sequence starting at s[0] (0 when invalid) and, in *bad,
- * how many bytes form its maximal invalid subpart (Unicode 3.9, "U+FFFD
- * substitution of maximal subparts", which Python and Rust both follow). */
-static size_t utf8_valid_len(const unsigned char *s, size_t n, size_t *bad) {
-    unsigned c = s[0];
-    size_t need;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) need = 1;
-    else if (c >= 0xE0 && c <= 0xEF) need = 2, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-    else if (c >= 0xF0 && c <= 0xF4) need = 3, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-    else {
-        *bad = 1;
-        return 0;
-    }
-    for (size_t k = 1; k <= need; k++) {
-        unsigned b = k < n ? s[k] : 0;
-        unsigned l = k == 1 ? lo : 0x80, h = k == 1 ? hi : 0xBF;
-        if (k >= n || b < l || b > h) {
-            *bad = k;
-            return 0;
-        }
-    }
-    return need + 1;
-}
-
 void utf8_sanitize(const char *in, size_t n, tstr *out) {
     const unsigned char *s = (const unsigned char *)in;
     size_t i = 0, run = 0; /* run: start of the pending valid bytes */
@@ -147,7 +113,7 @@ void utf8_sanitize(const char *in, size_t n, tstr *out) {
             i++;
             continue;
         }
-        size_t bad = 0, len = utf8_valid_len(s + i, n - i, &bad);
+        size_t bad = 0, len = utf8_seq_len(s + i, n - i, &bad);
         if (len) {
             i += len;
             continue;
@@ -163,7 +129,7 @@ void utf8_sanitize(const char *in, size_t n, tstr *out) {
 int utf8_valid(const char *in, size_t n) {
     const unsigned char *s = (const unsigned char *)in;
     for (size_t i = 0; i < n;) {
-        size_t bad = 0, len = s[i] < 0x80 ? 1 : utf8_valid_len(s + i, n - i, &bad);
+        size_t bad = 0, len = s[i] < 0x80 ? 1 : utf8_seq_len(s + i, n - i, &bad);
         if (!len) return 0;
         i += len;
     }

@@ -131,7 +131,7 @@ static void add_token(tokenizer *tok, const tok_added *t) {
 static int parse_added(const cJSON *it, int index, tok_added *t, char *err, size_t errlen) {
     const cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
     if (!cJSON_IsString(content)) {
-        tok_err(err, errlen, "added_tokens[%d]: field \"content\" must be a string", index);
+        aimc_set_err(err, errlen, "added_tokens[%d]: field \"content\" must be a string", index);
         return -1;
     }
 #define FLAG(name, dflt)                                                          \
@@ -144,7 +144,7 @@ static int parse_added(const cJSON *it, int index, tok_added *t, char *err, size
     t->normalized = FLAG("normalized", !t->special);
 #undef FLAG
     t->len = strlen(content->valuestring);
-    t->content = t->len ? strdup(content->valuestring) : NULL;
+    t->content = t->len ? aimc_strdup(content->valuestring) : NULL;
     return 0;
 }
 
@@ -165,14 +165,14 @@ static void build_tries(tokenizer *tok) {
         tstr_put(&c.work, a->content, a->len);
         if (tok->normalizer) norm_apply(tok->normalizer, &c, &c.work);
         trie_insert(&tok->norm_trie, c.work.p, c.work.n, i);
-        tok->added[i].shown = strdup(c.work.p);
+        tok->added[i].shown = aimc_strdup(c.work.p);
     }
     ctx_free(&c);
 }
 
 int tok_load_added(tokenizer *tok, const cJSON *list, char *err, size_t errlen) {
     if (list && !cJSON_IsNull(list) && !cJSON_IsArray(list)) {
-        tok_err(err, errlen, "added_tokens must be a list");
+        aimc_set_err(err, errlen, "added_tokens must be a list");
         return -1;
     }
     const cJSON *it;
@@ -304,8 +304,8 @@ static int truncate_ids(const tokenizer *tok, const tokenizer_encode_opts *o, to
     if (max <= 0) return 0;
     int64_t added = o->add_special ? post_added(tok->post) : 0;
     if (max < added) {
-        tok_err(err, errlen, "max_length %lld is smaller than the %lld special tokens this tokenizer adds",
-                (long long)max, (long long)added);
+        aimc_set_err(err, errlen, "max_length %lld is smaller than the %lld special tokens this tokenizer adds",
+                     (long long)max, (long long)added);
         return -1;
     }
     int64_t keep = max - added;
@@ -394,8 +394,8 @@ char *tokenizer_decode(const tokenizer *tok, const int32_t *ids, int64_t n, int 
     for (int64_t i = 0; i < n; i++) {
         const char *s = token_of(tok, ids[i]);
         if (!s) {
-            tok_err(err, errlen, "id %d is not in the vocabulary (size %lld)", ids[i],
-                    (long long)tokenizer_vocab_size(tok));
+            aimc_set_err(err, errlen, "id %d is not in the vocabulary (size %lld)", ids[i],
+                         (long long)tokenizer_vocab_size(tok));
             toks_free(&l);
             return NULL;
         }
@@ -423,7 +423,7 @@ char *tokenizer_decode(const tokenizer *tok, const int32_t *ids, int64_t n, int 
 static char *read_file(const char *path, size_t *n, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        tok_err(err, errlen, "cannot read '%s': %s", path, strerror(errno));
+        aimc_set_err(err, errlen, "cannot read '%s': %s", path, strerror(errno));
         return NULL;
     }
     tstr buf = {0};
@@ -433,7 +433,7 @@ static char *read_file(const char *path, size_t *n, char *err, size_t errlen) {
     int bad = ferror(f);
     fclose(f);
     if (bad) {
-        tok_err(err, errlen, "cannot read '%s': read error", path);
+        aimc_set_err(err, errlen, "cannot read '%s': read error", path);
         tstr_free(&buf);
         return NULL;
     }
@@ -449,8 +449,8 @@ static void add_special_name(tokenizer *tok, const char *name, const char *value
     int k = tok->nspecial_names++;
     tok->special_names = tok_xrealloc(tok->special_names, sizeof(char *) * (size_t)(k + 1));
     tok->special_values = tok_xrealloc(tok->special_values, sizeof(char *) * (size_t)(k + 1));
-    tok->special_names[k] = strdup(name);
-    tok->special_values[k] = strdup(value);
+    tok->special_names[k] = aimc_strdup(name);
+    tok->special_values[k] = aimc_strdup(value);
 }
 
 /* special_tokens_map.json / tokenizer_config.json: "x_token": "..." or {"content": "..."}. */
@@ -498,11 +498,11 @@ tokenizer *tokenizer_load(const char *path, char *err, size_t errlen) {
     if (!json) return NULL;
     tokenizer *tok = tok_xrealloc(NULL, sizeof *tok);
     memset(tok, 0, sizeof *tok);
-    tok->path = strdup(file);
+    tok->path = aimc_strdup(file);
     int rc = tok_load_components(tok, json, n, msg, sizeof msg);
     free(json);
     if (rc) {
-        tok_err(err, errlen, "%s: %s", file, msg);
+        aimc_set_err(err, errlen, "%s: %s", file, msg);
         tokenizer_free(tok);
         return NULL;
     }

@@ -63,12 +63,6 @@ typedef struct seq_batch {
     int32_t *mask;                  /* host [batch * len]: 1 on real rows */
 } seq_batch;
 
-static void *host_alloc(size_t n, size_t size) {
-    void *p = calloc(n ? n : 1, size);
-    AIMC_CHECK(p, "aim: out of host memory");
-    return p;
-}
-
 /* Lays out `batch` sequences; n_fused[b] fused rows in sequence b (NULL:
  * none). */
 static void seq_batch_init(seq_batch *sb, const mllm *m, const episode_item *const *items,
@@ -76,14 +70,14 @@ static void seq_batch_init(seq_batch *sb, const mllm *m, const episode_item *con
     sb->m = m;
     sb->batch = batch;
     sb->items = items;
-    sb->rows = host_alloc((size_t)batch, sizeof *sb->rows);
+    sb->rows = aimc_xcalloc((size_t)batch, sizeof *sb->rows);
     sb->len = 0;
     for (int64_t b = 0; b < batch; b++) {
         sb->rows[b] = layout_rows(m, n_fused ? n_fused[b] : 0, items[b]->n_tokens);
         if (sb->rows[b].len > sb->len) sb->len = sb->rows[b].len;
     }
-    sb->ids = host_alloc((size_t)(batch * sb->len), sizeof *sb->ids);
-    sb->mask = host_alloc((size_t)(batch * sb->len), sizeof *sb->mask);
+    sb->ids = aimc_xcalloc((size_t)(batch * sb->len), sizeof *sb->ids);
+    sb->mask = aimc_xcalloc((size_t)(batch * sb->len), sizeof *sb->mask);
     int32_t bos = mllm_bos_id(m);
     for (int64_t b = 0; b < batch; b++) {
         int32_t *ids = sb->ids + b * sb->len;
@@ -114,7 +108,7 @@ static int64_t part_count(const seq_batch *sb, seq_part part) {
 /* Those rows as an i32 index on the backend, in sequence order (count > 0). */
 static tensor part_index(const seq_batch *sb, arena *a, seq_part part) {
     int64_t count = part_count(sb, part), at = 0, start, n;
-    int32_t *host = host_alloc((size_t)count, sizeof *host);
+    int32_t *host = aimc_xcalloc((size_t)count, sizeof *host);
     for (int64_t b = 0; b < sb->batch; b++) {
         part_span(sb->m, &sb->rows[b], part, &start, &n);
         for (int64_t j = 0; j < n; j++) host[at++] = (int32_t)(b * sb->len + start + j);
@@ -299,9 +293,9 @@ typedef struct step_items {
 static void step_items_init(step_items *s, const episode *eps, int n_eps) {
     s->n_demos = s->n_fused = 0;
     for (int e = 0; e < n_eps; e++) s->n_demos += eps[e].k;
-    s->demos = host_alloc((size_t)s->n_demos, sizeof *s->demos);
-    s->queries = host_alloc((size_t)n_eps, sizeof *s->queries);
-    s->fused_per_query = host_alloc((size_t)n_eps, sizeof *s->fused_per_query);
+    s->demos = aimc_xcalloc((size_t)s->n_demos, sizeof *s->demos);
+    s->queries = aimc_xcalloc((size_t)n_eps, sizeof *s->queries);
+    s->fused_per_query = aimc_xcalloc((size_t)n_eps, sizeof *s->fused_per_query);
     for (int e = 0, d = 0; e < n_eps; e++) {
         for (int i = 0; i < eps[e].k; i++, d++) {
             s->demos[d] = &eps[e].items[i];
@@ -321,7 +315,7 @@ static void step_items_free(step_items *s) {
 /* Labels [batch * len]: the target ids at their rows, -100 elsewhere;
  * *count gets how many count. */
 static int32_t *query_labels(const seq_batch *q, int64_t *count) {
-    int32_t *labels = host_alloc((size_t)(q->batch * q->len), sizeof *labels);
+    int32_t *labels = aimc_xcalloc((size_t)(q->batch * q->len), sizeof *labels);
     *count = 0;
     for (int64_t i = 0; i < q->batch * q->len; i++) labels[i] = -100;
     for (int64_t b = 0; b < q->batch; b++) {
@@ -342,7 +336,7 @@ static float *download_f32(arena *a, const tensor *t) {
         f = arena_tensor(a, DT_F32, t->ndim, t->shape);
         op_convert(&f, t);
     }
-    float *host = host_alloc((size_t)tensor_numel(t), sizeof *host);
+    float *host = aimc_xcalloc((size_t)tensor_numel(t), sizeof *host);
     a->be->download(host, f.data, (size_t)tensor_numel(t) * sizeof *host);
     a->used = mark;
     return host;
@@ -374,7 +368,7 @@ static void trace_inputs(aim_trace *t, arena *a, const seq_batch *q, const tenso
     t->d_model = tensor_cols(x);
     t->n_fused = n_fused;
     t->embeds = download_f32(a, x);
-    t->mask = host_alloc((size_t)(q->batch * q->len), sizeof *t->mask);
+    t->mask = aimc_xcalloc((size_t)(q->batch * q->len), sizeof *t->mask);
     memcpy(t->mask, q->mask, (size_t)(q->batch * q->len) * sizeof *t->mask);
 }
 

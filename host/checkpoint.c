@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,20 +38,6 @@ enum {
     E_NAME = 0, E_DTYPE = 64, E_NDIM = 68, E_SHAPE = 72, E_OFFSET = 104, E_NBYTES = 112,
     E_ROLE = 120, E_RESERVED = 124
 };
-
-static int fail(char *err, size_t errlen, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-/* Writes "PATH: message" into err and returns -1. */
-static int fail(char *err, size_t errlen, const char *path, const char *fmt, ...) {
-    if (!err || !errlen) return -1;
-    int used = snprintf(err, errlen, "%s: ", path);
-    if (used < 0 || (size_t)used >= errlen) return -1;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err + used, errlen - (size_t)used, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 uint64_t ckpt_hash_text(const char *text) {
     uint64_t h = 0xcbf29ce484222325ull;
@@ -338,21 +323,24 @@ static int write_temp(const char *tmp, const ckpt_contents *c) {
 int ckpt_write(const char *path, const ckpt_contents *c, char *err, size_t errlen) {
     char tmp[4096], dir[4096];
     check_contents(c);
-    if (temp_path(path, tmp, sizeof tmp)) return fail(err, errlen, path, "path too long");
+    if (temp_path(path, tmp, sizeof tmp)) return aimc_fail_path(err, errlen, path, "path too long");
     int e = write_temp(tmp, c);
     if (e) {
         unlink(tmp);
-        return fail(err, errlen, path, "writing the checkpoint failed (%s); temporary %s removed",
-                    strerror(e), tmp);
+        return aimc_fail_path(err, errlen, path,
+                              "writing the checkpoint failed (%s); temporary %s removed",
+                              strerror(e), tmp);
     }
     if (rename(tmp, path)) {
         e = errno;
         unlink(tmp);
-        return fail(err, errlen, path, "renaming %s into place failed: %s", tmp, strerror(e));
+        return aimc_fail_path(err, errlen, path, "renaming %s into place failed: %s", tmp,
+                              strerror(e));
     }
     parent_dir(path, dir, sizeof dir);
-    if (sync_dir(dir)) return fail(err, errlen, path, "fsync of directory %s failed: %s", dir,
-                                   strerror(errno));
+    if (sync_dir(dir))
+        return aimc_fail_path(err, errlen, path, "fsync of directory %s failed: %s", dir,
+                              strerror(errno));
     return 0;
 }
 
@@ -360,23 +348,26 @@ int ckpt_write(const char *path, const ckpt_contents *c, char *err, size_t errle
 
 static int map_file(ckpt_file *f, char *err, size_t errlen) {
     int fd = open(f->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fail(err, errlen, f->path, "cannot open checkpoint: %s", strerror(errno));
+    if (fd < 0)
+        return aimc_fail_path(err, errlen, f->path, "cannot open checkpoint: %s", strerror(errno));
     struct stat sb;
     int rc = 0;
-    if (fstat(fd, &sb)) rc = fail(err, errlen, f->path, "cannot stat: %s", strerror(errno));
-    else if (!S_ISREG(sb.st_mode)) rc = fail(err, errlen, f->path, "not a regular file");
+    if (fstat(fd, &sb))
+        rc = aimc_fail_path(err, errlen, f->path, "cannot stat: %s", strerror(errno));
+    else if (!S_ISREG(sb.st_mode)) rc = aimc_fail_path(err, errlen, f->path, "not a regular file");
     else if ((uint64_t)sb.st_size < CKPT_HEADER_SIZE + CKPT_TRAILER_SIZE)
-        rc = fail(err, errlen, f->path,
-                  "file is %lld bytes, shorter than a checkpoint's %u-byte header and %u-byte "
-                  "trailer (truncated, or not an aimc checkpoint)",
-                  (long long)sb.st_size, CKPT_HEADER_SIZE, CKPT_TRAILER_SIZE);
+        rc = aimc_fail_path(
+            err, errlen, f->path,
+            "file is %lld bytes, shorter than a checkpoint's %u-byte header and %u-byte "
+            "trailer (truncated, or not an aimc checkpoint)",
+            (long long)sb.st_size, CKPT_HEADER_SIZE, CKPT_TRAILER_SIZE);
     if (!rc) {
         f->map_size = (size_t)sb.st_size;
         f->map = mmap(NULL, f->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (f->map == MAP_FAILED) {
             f->map = NULL;
-            rc = fail(err, errlen, f->path, "mmap of %zu bytes failed: %s", f->map_size,
-                      strerror(errno));
+            rc = aimc_fail_path(err, errlen, f->path, "mmap of %zu bytes failed: %s", f->map_size,
+                                strerror(errno));
         }
     }
     close(fd);
@@ -395,26 +386,27 @@ static int check_identity(const ckpt_file *f, char *err, size_t errlen) {
     const unsigned char *h = f->map;
     char m[9];
     if (memcmp(h + H_MAGIC, CKPT_MAGIC, 8))
-        return fail(err, errlen, f->path,
-                    "not an aimc checkpoint (starts with '%s', expected magic '%s')",
-                    magic_str(h, m), CKPT_MAGIC);
+        return aimc_fail_path(err, errlen, f->path,
+                              "not an aimc checkpoint (starts with '%s', expected magic '%s')",
+                              magic_str(h, m), CKPT_MAGIC);
     uint32_t version = get_u32(h + H_VERSION), hsize = get_u32(h + H_HEADER_SIZE);
     if (version != CKPT_VERSION)
-        return fail(err, errlen, f->path,
-                    "checkpoint format version %u; this aimc reads version %u", version,
-                    CKPT_VERSION);
+        return aimc_fail_path(err, errlen, f->path,
+                              "checkpoint format version %u; this aimc reads version %u", version,
+                              CKPT_VERSION);
     if (hsize != CKPT_HEADER_SIZE)
-        return fail(err, errlen, f->path, "header size %u, expected %u for version %u", hsize,
-                    CKPT_HEADER_SIZE, CKPT_VERSION);
+        return aimc_fail_path(err, errlen, f->path, "header size %u, expected %u for version %u",
+                              hsize, CKPT_HEADER_SIZE, CKPT_VERSION);
     uint64_t want = get_u64(h + H_FILE_SIZE);
     if (want > f->map_size)
-        return fail(err, errlen, f->path,
-                    "truncated: the header declares %llu bytes but the file has %zu",
-                    (unsigned long long)want, f->map_size);
+        return aimc_fail_path(err, errlen, f->path,
+                              "truncated: the header declares %llu bytes but the file has %zu",
+                              (unsigned long long)want, f->map_size);
     if (want < f->map_size)
-        return fail(err, errlen, f->path,
-                    "the header declares %llu bytes but the file has %zu (trailing bytes)",
-                    (unsigned long long)want, f->map_size);
+        return aimc_fail_path(
+            err, errlen, f->path,
+            "the header declares %llu bytes but the file has %zu (trailing bytes)",
+            (unsigned long long)want, f->map_size);
     return 0;
 }
 
@@ -427,20 +419,20 @@ static int check_layout(ckpt_file *f, ckpt_layout *l, char *err, size_t errlen) 
     l->data_len = get_u64(h + H_DATA_LEN);
     uint32_t kind = get_u32(h + H_KIND);
     if (kind != CKPT_KIND_TRAIN && kind != CKPT_KIND_PARAMS)
-        return fail(err, errlen, f->path, "unknown checkpoint kind %u", kind);
+        return aimc_fail_path(err, errlen, f->path, "unknown checkpoint kind %u", kind);
     if (get_u32(h + H_RESERVED0) || get_u64(h + H_RESERVED1))
-        return fail(err, errlen, f->path, "reserved header fields are not zero");
+        return aimc_fail_path(err, errlen, f->path, "reserved header fields are not zero");
     if (layout_compute(l) || l->file_size != f->map_size ||
         l->table_off != get_u64(h + H_TABLE_OFFSET) || l->data_off != get_u64(h + H_DATA_OFFSET))
-        return fail(err, errlen, f->path,
-                    "inconsistent header: sections of %llu, %llu, %llu, %llu bytes, %llu tensors "
-                    "(table at %llu, data at %llu, %llu bytes) do not add up to the file's %zu bytes",
-                    (unsigned long long)l->len[0], (unsigned long long)l->len[1],
-                    (unsigned long long)l->len[2], (unsigned long long)l->len[3],
-                    (unsigned long long)l->n_tensors,
-                    (unsigned long long)get_u64(h + H_TABLE_OFFSET),
-                    (unsigned long long)get_u64(h + H_DATA_OFFSET),
-                    (unsigned long long)l->data_len, f->map_size);
+        return aimc_fail_path(
+            err, errlen, f->path,
+            "inconsistent header: sections of %llu, %llu, %llu, %llu bytes, %llu tensors "
+            "(table at %llu, data at %llu, %llu bytes) do not add up to the file's %zu bytes",
+            (unsigned long long)l->len[0], (unsigned long long)l->len[1],
+            (unsigned long long)l->len[2], (unsigned long long)l->len[3],
+            (unsigned long long)l->n_tensors, (unsigned long long)get_u64(h + H_TABLE_OFFSET),
+            (unsigned long long)get_u64(h + H_DATA_OFFSET), (unsigned long long)l->data_len,
+            f->map_size);
     f->kind = (ckpt_kind)kind;
     return 0;
 }
@@ -450,14 +442,16 @@ static int check_checksum(const ckpt_file *f, char *err, size_t errlen) {
     const unsigned char *p = f->map;
     size_t body = f->map_size - CKPT_TRAILER_SIZE;
     if (memcmp(p + body + 4, CKPT_END_MAGIC, 4))
-        return fail(err, errlen, f->path, "end marker missing (incomplete or corrupt file)");
+        return aimc_fail_path(err, errlen, f->path,
+                              "end marker missing (incomplete or corrupt file)");
     uint32_t want = get_u32(p + body);
     uint32_t got = (uint32_t)crc32_z(crc32_z(0, NULL, 0), p, body);
     if (got != want)
-        return fail(err, errlen, f->path,
-                    "checksum mismatch (CRC-32 0x%08x stored, 0x%08x computed): the file is "
-                    "corrupt",
-                    want, got);
+        return aimc_fail_path(
+            err, errlen, f->path,
+            "checksum mismatch (CRC-32 0x%08x stored, 0x%08x computed): the file is "
+            "corrupt",
+            want, got);
     return 0;
 }
 
@@ -466,7 +460,7 @@ static int copy_text(const ckpt_file *f, const ckpt_layout *l, int i, const char
                      char *err, size_t errlen) {
     const char *src = (const char *)f->map + l->off[i];
     if (memchr(src, 0, (size_t)l->len[i]))
-        return fail(err, errlen, f->path, "the %s text contains a NUL byte", what);
+        return aimc_fail_path(err, errlen, f->path, "the %s text contains a NUL byte", what);
     *out = malloc((size_t)l->len[i] + 1);
     AIMC_CHECK(*out != NULL, "ckpt: out of memory");
     memcpy(*out, src, (size_t)l->len[i]);
@@ -484,7 +478,8 @@ static int read_texts(ckpt_file *f, const ckpt_layout *l, char *err, size_t errl
     f->projector_hash = get_u64(h + H_PROJECTOR_HASH);
     if (f->backbone_hash != ckpt_hash_text(f->backbone_text) ||
         f->projector_hash != ckpt_hash_text(f->projector_text))
-        return fail(err, errlen, f->path, "stored config hashes do not match the stored texts");
+        return aimc_fail_path(err, errlen, f->path,
+                              "stored config hashes do not match the stored texts");
     f->extra = (const unsigned char *)f->map + l->off[3];
     f->extra_len = (size_t)l->len[3];
     f->step = get_u64(h + H_STEP);
@@ -496,20 +491,23 @@ static int read_texts(ckpt_file *f, const ckpt_layout *l, char *err, size_t errl
 static int decode_entry_meta(const ckpt_file *f, const unsigned char *e, int i, ckpt_tensor *t,
                              char *err, size_t errlen) {
     if (!memchr(e + E_NAME, 0, CKPT_NAME_MAX) || !e[E_NAME])
-        return fail(err, errlen, f->path, "tensor %d has an empty or unterminated name", i);
+        return aimc_fail_path(err, errlen, f->path, "tensor %d has an empty or unterminated name",
+                              i);
     t->name = (const char *)e + E_NAME;
     uint32_t dt = get_u32(e + E_DTYPE), nd = get_u32(e + E_NDIM);
     t->role = get_u32(e + E_ROLE);
     if (dt >= DT_COUNT || nd < 1 || nd > 4 || t->role > CKPT_ROLE_OTHER || get_u32(e + E_RESERVED))
-        return fail(err, errlen, f->path,
-                    "tensor '%s' has dtype %u, ndim %u, role %u (or a non-zero reserved field)",
-                    t->name, dt, nd, t->role);
+        return aimc_fail_path(
+            err, errlen, f->path,
+            "tensor '%s' has dtype %u, ndim %u, role %u (or a non-zero reserved field)", t->name,
+            dt, nd, t->role);
     t->dt = (dtype)dt;
     t->ndim = (int)nd;
     for (int d = 0; d < 4; d++) {
         uint64_t v = get_u64(e + E_SHAPE + 8 * d);
         if (v > (uint64_t)INT64_MAX || (d >= t->ndim && v))
-            return fail(err, errlen, f->path, "tensor '%s' has a bad shape field %d", t->name, d);
+            return aimc_fail_path(err, errlen, f->path, "tensor '%s' has a bad shape field %d",
+                                  t->name, d);
         if (d < t->ndim) t->shape[d] = (int64_t)v;
     }
     return 0;
@@ -524,15 +522,17 @@ static int decode_entry_data(const ckpt_file *f, const ckpt_layout *l, const uns
     for (int d = 0; d < t->ndim; d++)
         overflow |= __builtin_mul_overflow(need, (uint64_t)t->shape[d], &need);
     if (overflow || need != nbytes)
-        return fail(err, errlen, f->path, "tensor '%s' declares %llu bytes, its shape needs %llu",
-                    t->name, (unsigned long long)nbytes, (unsigned long long)need);
+        return aimc_fail_path(err, errlen, f->path,
+                              "tensor '%s' declares %llu bytes, its shape needs %llu", t->name,
+                              (unsigned long long)nbytes, (unsigned long long)need);
     if (off % CKPT_DATA_ALIGN || off < prev_end || off > l->data_len ||
         nbytes > l->data_len - off)
-        return fail(err, errlen, f->path,
-                    "tensor '%s' at data offset %llu (+%llu bytes) lies outside the %llu-byte "
-                    "data section or overlaps the previous tensor",
-                    t->name, (unsigned long long)off, (unsigned long long)nbytes,
-                    (unsigned long long)l->data_len);
+        return aimc_fail_path(
+            err, errlen, f->path,
+            "tensor '%s' at data offset %llu (+%llu bytes) lies outside the %llu-byte "
+            "data section or overlaps the previous tensor",
+            t->name, (unsigned long long)off, (unsigned long long)nbytes,
+            (unsigned long long)l->data_len);
     t->data = (const unsigned char *)f->map + l->data_off + off;
     t->nbytes = (size_t)nbytes;
     return 0;
@@ -552,7 +552,7 @@ static int read_table(ckpt_file *f, const ckpt_layout *l, char *err, size_t errl
         prev_end = get_u64(e + E_OFFSET) + t->nbytes;
         for (int j = 0; j < i; j++)
             if (!strcmp(f->tensors[j].name, t->name))
-                return fail(err, errlen, f->path, "tensor '%s' appears twice", t->name);
+                return aimc_fail_path(err, errlen, f->path, "tensor '%s' appears twice", t->name);
     }
     return 0;
 }
@@ -561,11 +561,12 @@ static int read_table(ckpt_file *f, const ckpt_layout *l, char *err, size_t errl
 static int check_one_hash(const ckpt_file *f, const char *what, const char *stored,
                           uint64_t stored_hash, const char *want, char *err, size_t errlen) {
     if (!want || ckpt_hash_text(want) == stored_hash) return 0;
-    return fail(err, errlen, f->path,
-                "checkpoint was written for %s '%s' (hash %016llx), but this run's %s is '%s' "
-                "(hash %016llx)",
-                what, stored, (unsigned long long)stored_hash, what, want,
-                (unsigned long long)ckpt_hash_text(want));
+    return aimc_fail_path(
+        err, errlen, f->path,
+        "checkpoint was written for %s '%s' (hash %016llx), but this run's %s is '%s' "
+        "(hash %016llx)",
+        what, stored, (unsigned long long)stored_hash, what, want,
+        (unsigned long long)ckpt_hash_text(want));
 }
 
 static int check_expect(const ckpt_file *f, const ckpt_expect *x, char *err, size_t errlen) {
@@ -580,8 +581,7 @@ static int check_expect(const ckpt_file *f, const ckpt_expect *x, char *err, siz
 ckpt_file *ckpt_open(const char *path, const ckpt_expect *expect, char *err, size_t errlen) {
     ckpt_file *f = calloc(1, sizeof *f);
     AIMC_CHECK(f != NULL, "ckpt: out of memory");
-    f->path = strdup(path);
-    AIMC_CHECK(f->path != NULL, "ckpt: out of memory");
+    f->path = aimc_strdup(path);
     ckpt_layout l = {0};
     if (map_file(f, err, errlen) || check_identity(f, err, errlen) ||
         check_layout(f, &l, err, errlen) || check_checksum(f, err, errlen) ||
@@ -640,14 +640,14 @@ static int write_latest(const char *dir, const char *name, char *err, size_t err
     char path[4096], tmp[4096];
     if (snprintf(path, sizeof path, "%s/%s", dir, CKPT_LATEST) >= (int)sizeof path ||
         temp_path(path, tmp, sizeof tmp))
-        return fail(err, errlen, dir, "path too long");
+        return aimc_fail_path(err, errlen, dir, "path too long");
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     ckpt_sink s = {.f = fd >= 0 ? fdopen(fd, "w") : NULL};
     if (!s.f) {
         int e = errno;
         if (fd >= 0) close(fd);
         unlink(tmp);
-        return fail(err, errlen, path, "cannot create %s: %s", tmp, strerror(e));
+        return aimc_fail_path(err, errlen, path, "cannot create %s: %s", tmp, strerror(e));
     }
     sink_put(&s, name, strlen(name));
     sink_put(&s, "\n", 1);
@@ -655,9 +655,12 @@ static int write_latest(const char *dir, const char *name, char *err, size_t err
     if (s.errnum || rename(tmp, path)) {
         int e = s.errnum ? s.errnum : errno;
         unlink(tmp);
-        return fail(err, errlen, path, "updating the latest pointer failed: %s", strerror(e));
+        return aimc_fail_path(err, errlen, path, "updating the latest pointer failed: %s",
+                              strerror(e));
     }
-    if (sync_dir(dir)) return fail(err, errlen, dir, "fsync of the directory failed: %s", strerror(errno));
+    if (sync_dir(dir))
+        return aimc_fail_path(err, errlen, dir, "fsync of the directory failed: %s",
+                              strerror(errno));
     return 0;
 }
 
@@ -725,10 +728,11 @@ int ckpt_save_dir(const char *dir, const ckpt_contents *c, int keep_last, char *
                   size_t path_len, char *err, size_t errlen) {
     char name[64], path[4096];
     if (mkdir(dir, 0755) && errno != EEXIST)
-        return fail(err, errlen, dir, "cannot create the checkpoint directory: %s", strerror(errno));
+        return aimc_fail_path(err, errlen, dir, "cannot create the checkpoint directory: %s",
+                              strerror(errno));
     snprintf(name, sizeof name, "ckpt-%010llu.aimc", (unsigned long long)c->step);
     if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path)
-        return fail(err, errlen, dir, "path too long");
+        return aimc_fail_path(err, errlen, dir, "path too long");
     if (ckpt_write(path, c, err, errlen) || write_latest(dir, name, err, errlen)) return -1;
     prune(dir, name, keep_last);
     if (path_out) snprintf(path_out, path_len, "%s", path);
@@ -738,42 +742,48 @@ int ckpt_save_dir(const char *dir, const ckpt_contents *c, int keep_last, char *
 /* The first line of DIR/latest; 1, 0 when absent, -1 on error. */
 static int read_latest_name(const char *latest, char *name, size_t n, char *err, size_t errlen) {
     FILE *f = fopen(latest, "r");
-    if (!f) return errno == ENOENT ? 0 : fail(err, errlen, latest, "cannot read: %s", strerror(errno));
+    if (!f)
+        return errno == ENOENT
+                   ? 0
+                   : aimc_fail_path(err, errlen, latest, "cannot read: %s", strerror(errno));
     char *got = fgets(name, (int)n, f);
     fclose(f);
     if (got) name[strcspn(name, "\r\n")] = 0;
     if (!got || !*name || strchr(name, '/') || ckpt_name_step(name) < 0)
-        return fail(err, errlen, latest, "does not name a checkpoint file (ckpt-<step>.aimc)");
+        return aimc_fail_path(err, errlen, latest,
+                              "does not name a checkpoint file (ckpt-<step>.aimc)");
     return 1;
 }
 
 int ckpt_latest(const char *dir, char *path, size_t path_len, char *err, size_t errlen) {
     char latest[4096], name[256];
     if (snprintf(latest, sizeof latest, "%s/%s", dir, CKPT_LATEST) >= (int)sizeof latest)
-        return fail(err, errlen, dir, "path too long");
+        return aimc_fail_path(err, errlen, dir, "path too long");
     int rc = read_latest_name(latest, name, sizeof name, err, errlen);
     if (rc <= 0) return rc;
     if (snprintf(path, path_len, "%s/%s", dir, name) >= (int)path_len)
-        return fail(err, errlen, dir, "path too long");
+        return aimc_fail_path(err, errlen, dir, "path too long");
     struct stat sb;
     if (stat(path, &sb) || !S_ISREG(sb.st_mode))
-        return fail(err, errlen, latest, "names '%s', which is missing or not a file", name);
+        return aimc_fail_path(err, errlen, latest, "names '%s', which is missing or not a file",
+                              name);
     return 1;
 }
 
 int ckpt_resolve(const char *path_or_dir, char *out, size_t out_len, char *err, size_t errlen) {
     struct stat sb;
     if (stat(path_or_dir, &sb))
-        return fail(err, errlen, path_or_dir, "cannot open checkpoint: %s", strerror(errno));
+        return aimc_fail_path(err, errlen, path_or_dir, "cannot open checkpoint: %s",
+                              strerror(errno));
     if (!S_ISDIR(sb.st_mode)) {
         if (snprintf(out, out_len, "%s", path_or_dir) >= (int)out_len)
-            return fail(err, errlen, path_or_dir, "path too long");
+            return aimc_fail_path(err, errlen, path_or_dir, "path too long");
         return 0;
     }
     int rc = ckpt_latest(path_or_dir, out, out_len, err, errlen);
     if (rc == 0)
-        return fail(err, errlen, path_or_dir, "no checkpoint in this directory (no '%s' file)",
-                    CKPT_LATEST);
+        return aimc_fail_path(err, errlen, path_or_dir,
+                              "no checkpoint in this directory (no '%s' file)", CKPT_LATEST);
     return rc < 0 ? -1 : 0;
 }
 
@@ -824,15 +834,15 @@ static const ckpt_tensor *find_slot(const ckpt_file *f, int role, const char *pa
     slot_name(name, sizeof name, role, param);
     const ckpt_tensor *t = ckpt_find(f, name);
     if (!t) {
-        fail(err, errlen, f->path, "tensor '%s' is missing", name);
+        aimc_fail_path(err, errlen, f->path, "tensor '%s' is missing", name);
         return NULL;
     }
     tensor got = tensor_wrap(NULL, t->dt, dst->be, t->ndim, t->shape);
     if (t->dt != DT_F32 || !tensor_same_shape(&got, dst)) {
         char have[80];
-        fail(err, errlen, f->path, "tensor '%s' is %s %s, expected f32 %s", name,
-             dtype_name(t->dt), tensor_shape_str(&got, have, sizeof have),
-             tensor_shape_str(dst, want, sizeof want));
+        aimc_fail_path(err, errlen, f->path, "tensor '%s' is %s %s, expected f32 %s", name,
+                       dtype_name(t->dt), tensor_shape_str(&got, have, sizeof have),
+                       tensor_shape_str(dst, want, sizeof want));
         return NULL;
     }
     return t;

@@ -46,8 +46,7 @@ static int32_t *host_ids(const clip_text *t, const tensor *ids) {
                  "max_position_embeddings %lld",
                  (long long)ids->shape[1], (long long)t->max_pos);
     int64_t n = tensor_numel(ids);
-    int32_t *h = malloc((size_t)(n ? n : 1) * sizeof *h);
-    AIMC_CHECK(h, "out of memory");
+    int32_t *h = aimc_xmalloc((size_t)(n ? n : 1) * sizeof *h);
     ids->be->download(h, ids->data, tensor_bytes(ids));
     for (int64_t i = 0; i < n; i++)
         if (h[i] < 0 || h[i] >= t->vocab)
@@ -141,8 +140,7 @@ tensor clip_text_pool(const clip_text *t, arena *a, const tensor *last_hidden,
                    last_hidden->shape[1] == n_tok && last_hidden->shape[2] == d,
                "clip_text_pool: hidden states do not match input_ids");
     int32_t *ids = host_ids(t, input_ids);
-    int32_t *rows = malloc((size_t)b * sizeof *rows);
-    AIMC_CHECK(rows, "out of memory");
+    int32_t *rows = aimc_xmalloc((size_t)b * sizeof *rows);
     for (int64_t i = 0; i < b; i++)
         rows[i] = (int32_t)(i * n_tok + eos_position(ids + i * n_tok, n_tok, t->eos_token_id));
     tensor pooled = arena_new(a, last_hidden->dt, b, d);
@@ -173,8 +171,7 @@ static float read_logit_scale(const model_dir *md, const char *name) {
 }
 
 clip_model *clip_load(const nn_loader *ld, const char *prefix) {
-    clip_model *m = calloc(1, sizeof *m);
-    AIMC_CHECK(m, "out of memory");
+    clip_model *m = aimc_xcalloc(1, sizeof *m);
     m->be = ld->be;
     m->proj_dim = cfg_int_or(ld->md, "projection_dim", 512);
     m->vision = vit_load(ld, vit_key(prefix, "vision_model"), "vision_config", VIT_CLIP);

@@ -61,8 +61,7 @@ static int32_t *read_ids(const fwd_inputs *in, const char *path, const char *nam
         aimc_die("%s: '%s' must be [batch, tokens]%s (it has %d dims%s)", path, name,
                  b >= 0 ? ", the shape of input_ids" : "", t->ndim,
                  t->ndim == 2 ? ", another shape" : "");
-    int32_t *out = malloc((size_t)(st_numel(t) > 0 ? st_numel(t) : 1) * sizeof *out);
-    AIMC_CHECK(out, "out of memory");
+    int32_t *out = aimc_xmalloc((size_t)(st_numel(t) > 0 ? st_numel(t) : 1) * sizeof *out);
     char err[512];
     if (st_read_i32(t, out, err, sizeof err)) aimc_die("%s: '%s': %s", path, name, err);
     return out;
@@ -75,8 +74,7 @@ static void read_pixels(fwd_inputs *in, const char *path) {
         aimc_die("%s: 'pixel_values' must be [images, channels, height, width] (it has %d dims)",
                  path, t->ndim);
     for (int i = 0; i < 4; i++) in->px_shape[i] = t->shape[i];
-    in->pixels = malloc((size_t)st_numel(t) * sizeof *in->pixels);
-    AIMC_CHECK(in->pixels, "out of memory");
+    in->pixels = aimc_xmalloc((size_t)st_numel(t) * sizeof *in->pixels);
     char err[512];
     if (st_read_f32(t, in->pixels, err, sizeof err))
         aimc_die("%s: 'pixel_values': %s", path, err);
@@ -122,8 +120,7 @@ static void add_f32(st_writer *w, arena *a, const char *name, const tensor *t) {
         op_convert(&f, t);
     }
     int64_t n = tensor_numel(&f);
-    float *host = malloc((size_t)(n > 0 ? n : 1) * sizeof *host);
-    AIMC_CHECK(host, "out of memory");
+    float *host = aimc_xmalloc((size_t)(n > 0 ? n : 1) * sizeof *host);
     f.be->download(host, f.data, (size_t)n * sizeof *host);
     st_writer_add(w, name, ST_F32, t->ndim, t->shape, host);
     free(host);
@@ -223,8 +220,7 @@ static void forward_causal_lm(const fwd_cli *o, const backend *be, model_dir *md
 static float *mask_f32(const fwd_inputs *in) {
     if (!in->mask) return NULL;
     int64_t n = in->batch * in->len;
-    float *f = malloc((size_t)n * sizeof *f);
-    AIMC_CHECK(f, "out of memory");
+    float *f = aimc_xmalloc((size_t)n * sizeof *f);
     for (int64_t i = 0; i < n; i++) f[i] = (float)in->mask[i];
     return f;
 }

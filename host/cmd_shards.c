@@ -253,8 +253,7 @@ int cmd_shards(int argc, char **argv) {
     /* the subcommand's own argv, named "shards inspect" / "shards synth" in messages */
     char name[32];
     snprintf(name, sizeof name, "shards %s", argv[1]);
-    char **sub_argv = malloc((size_t)argc * sizeof *sub_argv);
-    AIMC_CHECK(sub_argv, "out of memory");
+    char **sub_argv = aimc_xmalloc((size_t)argc * sizeof *sub_argv);
     sub_argv[0] = name;
     for (int i = 2; i < argc; i++) sub_argv[i - 1] = argv[i];
     int rc = sub(argc - 1, sub_argv);

@@ -398,8 +398,7 @@ static int local_rank_of(const hello_body *hosts, int r) {
 }
 
 static void accept_all(int lfd, int *local_rank) {
-    hello_body *hosts = calloc((size_t)g_dist.world, sizeof *hosts);
-    AIMC_CHECK(hosts, "out of memory");
+    hello_body *hosts = aimc_xcalloc((size_t)g_dist.world, sizeof *hosts);
     hosts[0] = my_hello();
     for (int joined = 1; joined < g_dist.world;) {
         if (dist_call_left() <= 0) fail_missing_ranks(hosts);

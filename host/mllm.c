@@ -119,8 +119,7 @@ mllm *mllm_load(const char *dir, const backend *be, dtype wdt) {
     if (arch < 0)
         aimc_die("%s/config.json: %s is not a multimodal model aimc runs (llava, blip-2)", dir,
                  what);
-    mllm *m = calloc(1, sizeof *m);
-    AIMC_CHECK(m, "out of memory");
+    mllm *m = aimc_xcalloc(1, sizeof *m);
     m->arch = (mllm_arch)arch;
     m->be = be;
     nn_loader ld = {.md = md, .be = be, .wdt = wdt};
@@ -203,8 +202,7 @@ int64_t mllm_input_len(const mllm *m, int64_t len) {
 
 int32_t *mllm_input_mask(const mllm *m, const int32_t *mask, int64_t batch, int64_t len) {
     int64_t pre = mllm_input_len(m, len) - len, full = pre + len;
-    int32_t *out = malloc((size_t)(batch * full > 0 ? batch * full : 1) * sizeof *out);
-    AIMC_CHECK(out, "out of memory");
+    int32_t *out = aimc_xmalloc((size_t)(batch * full > 0 ? batch * full : 1) * sizeof *out);
     for (int64_t b = 0; b < batch; b++)
         for (int64_t t = 0; t < full; t++)
             out[b * full + t] = t < pre || !mask ? 1 : mask[b * len + t - pre];
@@ -216,8 +214,7 @@ int32_t *mllm_input_mask(const mllm *m, const int32_t *mask, int64_t batch, int6
 static int32_t *image_rows(const mllm *m, const int32_t *ids, int64_t batch, int64_t len,
                            int64_t *count) {
     int64_t k = m->tokens_per_image, full = mllm_input_len(m, len);
-    int32_t *rows = malloc((size_t)(batch * full) * sizeof *rows);
-    AIMC_CHECK(rows, "out of memory");
+    int32_t *rows = aimc_xmalloc((size_t)(batch * full) * sizeof *rows);
     int64_t n = 0;
     for (int64_t b = 0; b < batch; b++)
         for (int64_t t = 0; t < full; t++) {
@@ -248,8 +245,7 @@ static void check_image_tokens(const mllm *m, const tensor *img) {
 /* The ids to embed: image ids replaced by 0 (their rows are overwritten;
  * as in transformers, the image id need not be inside the vocabulary). */
 static int32_t *text_ids(const mllm *m, const int32_t *ids, int64_t n) {
-    int32_t *out = malloc((size_t)n * sizeof *out);
-    AIMC_CHECK(out, "out of memory");
+    int32_t *out = aimc_xmalloc((size_t)n * sizeof *out);
     for (int64_t i = 0; i < n; i++) out[i] = ids[i] == m->image_token_id ? 0 : ids[i];
     return out;
 }

@@ -6,7 +6,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,11 +32,14 @@ struct model_dir {
     char *config_path;
     cJSON *config;
     shard *shards;
-    int nshards, shardcap;
+    int nshards;
+    int64_t shardcap;
     prefix_rule *rules;
-    int nrules, rulecap;
+    int nrules;
+    int64_t rulecap;
     tie_rule *ties;
-    int nties, tiecap;
+    int nties;
+    int64_t tiecap;
 };
 
 /* Both LLaVA key layouts, each direction (model_dir.h). */
@@ -52,39 +54,10 @@ static const char *const default_aliases[][2] = {
     {"model.multi_modal_projector.", "multi_modal_projector."},
 };
 
-static char *xstrdup(const char *s) {
-    char *p = strdup(s);
-    AIMC_CHECK(p, "out of memory");
-    return p;
-}
-
 static char *join_path(const char *dir, const char *file) {
     size_t n = strlen(dir) + strlen(file) + 2;
-    char *p = malloc(n);
-    AIMC_CHECK(p, "out of memory");
+    char *p = aimc_xmalloc(n);
     snprintf(p, n, "%s/%s", dir, file);
-    return p;
-}
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
-static void *grow(void *p, int *cap, int need, size_t elem) {
-    if (need <= *cap) return p;
-    int nc = *cap ? *cap * 2 : 8;
-    while (nc < need) nc *= 2;
-    p = realloc(p, (size_t)nc * elem);
-    AIMC_CHECK(p, "out of memory growing a table to %d entries", nc);
-    *cap = nc;
     return p;
 }
 
@@ -100,24 +73,24 @@ static char *read_small_file(const char *path, char *err, size_t errlen) {
     FILE *fp = fopen(path, "rb");
     struct stat sb;
     if (!fp || fstat(fileno(fp), &sb)) {
-        fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        aimc_set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         if (fp) fclose(fp);
         return NULL;
     }
     char *text = NULL;
     if (sb.st_size > (off_t)MD_MAX_CONFIG_BYTES) {
-        fail(err, errlen, "%s: %lld bytes, more than the %u allowed", path, (long long)sb.st_size,
-             MD_MAX_CONFIG_BYTES);
+        aimc_set_err(err, errlen, "%s: %lld bytes, more than the %u allowed", path,
+                     (long long)sb.st_size, MD_MAX_CONFIG_BYTES);
     } else {
         size_t n = (size_t)sb.st_size;
         text = malloc(n + 1);
         AIMC_CHECK(text, "out of memory reading %s", path);
         if (fread(text, 1, n, fp) != n) {
-            fail(err, errlen, "%s: read error", path);
+            aimc_set_err(err, errlen, "%s: read error", path);
             free(text);
             text = NULL;
         } else if (memchr(text, '\0', n)) {
-            fail(err, errlen, "%s: contains a NUL byte", path);
+            aimc_set_err(err, errlen, "%s: contains a NUL byte", path);
             free(text);
             text = NULL;
         } else {
@@ -135,9 +108,10 @@ static cJSON *read_json_file(const char *path, char *err, size_t errlen) {
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
     if (!root) {
-        fail(err, errlen, "%s: not valid JSON (error at byte %td)", path, end ? end - text : 0);
+        aimc_set_err(err, errlen, "%s: not valid JSON (error at byte %td)", path,
+                     end ? end - text : 0);
     } else if (!cJSON_IsObject(root)) {
-        fail(err, errlen, "%s: not a JSON object", path);
+        aimc_set_err(err, errlen, "%s: not a JSON object", path);
         cJSON_Delete(root);
         root = NULL;
     }
@@ -152,8 +126,8 @@ static int add_shard(model_dir *md, const char *file, char *err, size_t errlen) 
     st_file *f = st_open(full, err, errlen);
     free(full);
     if (!f) return -1;
-    md->shards = grow(md->shards, &md->shardcap, md->nshards + 1, sizeof *md->shards);
-    md->shards[md->nshards++] = (shard){xstrdup(file), f};
+    md->shards = aimc_grow(md->shards, &md->shardcap, md->nshards + 1, sizeof *md->shards, 8);
+    md->shards[md->nshards++] = (shard){aimc_strdup(file), f};
     return 0;
 }
 
@@ -169,9 +143,9 @@ static int check_weight_map(model_dir *md, const cJSON *map, const char *index_p
         int s = 0;
         while (strcmp(md->shards[s].file, e->valuestring)) s++; /* present: added above */
         if (!st_find(md->shards[s].st, e->string))
-            return fail(err, errlen,
-                        "%s: tensor '%s' is mapped to shard '%s', which does not contain it",
-                        index_path, e->string, e->valuestring);
+            return aimc_set_err(
+                err, errlen, "%s: tensor '%s' is mapped to shard '%s', which does not contain it",
+                index_path, e->string, e->valuestring);
     }
     return 0;
 }
@@ -181,11 +155,13 @@ static int open_sharded(model_dir *md, const char *index_path, char *err, size_t
     if (!root) return -1;
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     int rc = 0;
-    if (!cJSON_IsObject(map)) rc = fail(err, errlen, "%s: no \"weight_map\" object", index_path);
+    if (!cJSON_IsObject(map))
+        rc = aimc_set_err(err, errlen, "%s: no \"weight_map\" object", index_path);
     for (const cJSON *e = rc ? NULL : map->child; e && !rc; e = e->next) {
         if (!cJSON_IsString(e) || !valid_shard_name(e->valuestring))
-            rc = fail(err, errlen, "%s: weight_map entry for '%s' is not a file name in the folder",
-                      index_path, e->string);
+            rc = aimc_set_err(err, errlen,
+                              "%s: weight_map entry for '%s' is not a file name in the folder",
+                              index_path, e->string);
         else
             rc = add_shard(md, e->valuestring, err, errlen);
     }
@@ -204,13 +180,13 @@ static int open_weights(model_dir *md, char *err, size_t errlen) {
     else if (is_file(index))
         rc = open_sharded(md, index, err, errlen);
     else if (is_file(bin))
-        rc = fail(err, errlen,
-                  "%s: only PyTorch .bin weights found; aimc reads safetensors "
-                  "(model.safetensors or model.safetensors.index.json)",
-                  md->path);
+        rc = aimc_set_err(err, errlen,
+                          "%s: only PyTorch .bin weights found; aimc reads safetensors "
+                          "(model.safetensors or model.safetensors.index.json)",
+                          md->path);
     else
-        rc =
-            fail(err, errlen, "%s: no model.safetensors or model.safetensors.index.json", md->path);
+        rc = aimc_set_err(err, errlen, "%s: no model.safetensors or model.safetensors.index.json",
+                          md->path);
     free(single);
     free(index);
     free(bin);
@@ -218,16 +194,16 @@ static int open_weights(model_dir *md, char *err, size_t errlen) {
 }
 
 model_dir *model_dir_open(const char *dir, char *err, size_t errlen) {
-    model_dir *md = calloc(1, sizeof *md);
-    AIMC_CHECK(md, "out of memory");
-    md->path = xstrdup(dir);
+    model_dir *md = aimc_xcalloc(1, sizeof *md);
+    md->path = aimc_strdup(dir);
     md->config_path = join_path(dir, "config.json");
     struct stat sb;
     int rc = 0;
     if (stat(dir, &sb))
-        rc = fail(err, errlen, "%s: cannot open the model folder: %s", dir, strerror(errno));
+        rc =
+            aimc_set_err(err, errlen, "%s: cannot open the model folder: %s", dir, strerror(errno));
     else if (!S_ISDIR(sb.st_mode))
-        rc = fail(err, errlen, "%s: not a folder", dir);
+        rc = aimc_set_err(err, errlen, "%s: not a folder", dir);
     if (!rc) {
         md->config = read_json_file(md->config_path, err, errlen);
         rc = md->config ? open_weights(md, err, errlen) : -1;
@@ -271,13 +247,13 @@ int model_dir_shard_count(const model_dir *md) { return md->nshards; }
 /* ---- names: aliases and ties -------------------------------------------- */
 
 void model_dir_alias(model_dir *md, const char *from_prefix, const char *to_prefix) {
-    md->rules = grow(md->rules, &md->rulecap, md->nrules + 1, sizeof *md->rules);
-    md->rules[md->nrules++] = (prefix_rule){xstrdup(from_prefix), xstrdup(to_prefix)};
+    md->rules = aimc_grow(md->rules, &md->rulecap, md->nrules + 1, sizeof *md->rules, 8);
+    md->rules[md->nrules++] = (prefix_rule){aimc_strdup(from_prefix), aimc_strdup(to_prefix)};
 }
 
 void model_dir_tie(model_dir *md, const char *name, const char *source) {
-    md->ties = grow(md->ties, &md->tiecap, md->nties + 1, sizeof *md->ties);
-    md->ties[md->nties++] = (tie_rule){xstrdup(name), xstrdup(source)};
+    md->ties = aimc_grow(md->ties, &md->tiecap, md->nties + 1, sizeof *md->ties, 8);
+    md->ties[md->nties++] = (tie_rule){aimc_strdup(name), aimc_strdup(source)};
 }
 
 /* The name followed by each alias rewrite of it, in table order. */
@@ -289,13 +265,12 @@ typedef struct name_list {
 static name_list alias_candidates(const model_dir *md, const char *name) {
     name_list l = {malloc(sizeof(char *) * (size_t)(md->nrules + 1)), 0};
     AIMC_CHECK(l.v, "out of memory");
-    l.v[l.n++] = xstrdup(name);
+    l.v[l.n++] = aimc_strdup(name);
     for (int i = 0; i < md->nrules; i++) {
         size_t fl = strlen(md->rules[i].from);
         if (strncmp(name, md->rules[i].from, fl)) continue;
         size_t n = strlen(md->rules[i].to) + strlen(name + fl) + 1;
-        char *c = malloc(n);
-        AIMC_CHECK(c, "out of memory");
+        char *c = aimc_xmalloc(n);
         snprintf(c, n, "%s%s", md->rules[i].to, name + fl);
         l.v[l.n++] = c;
     }
@@ -539,14 +514,26 @@ int cfg_has(const model_dir *md, const char *paths) {
     return lookup_any(md, paths, which, sizeof which) != NULL;
 }
 
-int cfg_int(const model_dir *md, const char *paths, int64_t *out) {
+/* The value at the first of paths that is present, or NULL when none is;
+ * dies naming the key when that value is not of the kind is_kind accepts. */
+static const cJSON *lookup_kind(const model_dir *md, const char *paths,
+                                int (*is_kind)(const cJSON *), const char *want) {
     char which[256];
     const cJSON *v = lookup_any(md, paths, which, sizeof which);
-    if (!v) return 0;
+    if (v && !is_kind(v)) die_type(md, which, v, want);
+    return v;
+}
+
+/* A number that a double holds exactly and that has no fraction. */
+static int is_exact_integer(const cJSON *v) {
     double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
-    if (!(fabs(d) < 9007199254740992.0) || d != floor(d)) die_type(md, which, v, "an integer");
-    *out = (int64_t)d;
-    return 1;
+    return fabs(d) < 9007199254740992.0 && d == floor(d);
+}
+
+int cfg_int(const model_dir *md, const char *paths, int64_t *out) {
+    const cJSON *v = lookup_kind(md, paths, is_exact_integer, "an integer");
+    if (v) *out = (int64_t)v->valuedouble;
+    return v != NULL;
 }
 
 int64_t cfg_need_int(const model_dir *md, const char *paths) {
@@ -561,12 +548,9 @@ int64_t cfg_int_or(const model_dir *md, const char *paths, int64_t dflt) {
 }
 
 int cfg_double(const model_dir *md, const char *paths, double *out) {
-    char which[256];
-    const cJSON *v = lookup_any(md, paths, which, sizeof which);
-    if (!v) return 0;
-    if (!cJSON_IsNumber(v)) die_type(md, which, v, "a number");
-    *out = v->valuedouble;
-    return 1;
+    const cJSON *v = lookup_kind(md, paths, cJSON_IsNumber, "a number");
+    if (v) *out = v->valuedouble;
+    return v != NULL;
 }
 
 double cfg_need_double(const model_dir *md, const char *paths) {
@@ -581,12 +565,9 @@ double cfg_double_or(const model_dir *md, const char *paths, double dflt) {
 }
 
 int cfg_bool(const model_dir *md, const char *paths, int *out) {
-    char which[256];
-    const cJSON *v = lookup_any(md, paths, which, sizeof which);
-    if (!v) return 0;
-    if (!cJSON_IsBool(v)) die_type(md, which, v, "true or false");
-    *out = cJSON_IsTrue(v);
-    return 1;
+    const cJSON *v = lookup_kind(md, paths, cJSON_IsBool, "true or false");
+    if (v) *out = cJSON_IsTrue(v);
+    return v != NULL;
 }
 
 int cfg_bool_or(const model_dir *md, const char *paths, int dflt) {
@@ -595,12 +576,9 @@ int cfg_bool_or(const model_dir *md, const char *paths, int dflt) {
 }
 
 int cfg_str(const model_dir *md, const char *paths, const char **out) {
-    char which[256];
-    const cJSON *v = lookup_any(md, paths, which, sizeof which);
-    if (!v) return 0;
-    if (!cJSON_IsString(v)) die_type(md, which, v, "a string");
-    *out = v->valuestring;
-    return 1;
+    const cJSON *v = lookup_kind(md, paths, cJSON_IsString, "a string");
+    if (v) *out = v->valuestring;
+    return v != NULL;
 }
 
 const char *cfg_need_str(const model_dir *md, const char *paths) {

@@ -94,16 +94,14 @@ qformer *qformer_load(const nn_loader *ld, const char *prefix_arg, const char *c
     char prefix[256];
     vit_copy_name(prefix, sizeof prefix, prefix_arg);
     AIMC_CHECK(enc_dim > 0, "qformer_load: image feature width %lld", (long long)enc_dim);
-    qformer *q = calloc(1, sizeof *q);
-    AIMC_CHECK(q, "out of memory");
+    qformer *q = aimc_xcalloc(1, sizeof *q);
     q->be = ld->be;
     q->cfg = read_config(ld->md, cfg_prefix, enc_dim);
     q->queries = load_queries(ld, query_name, q->cfg.dim);
     q->cfg.n_query = q->queries.shape[0];
     q->ln = nn_norm_load(ld, nn_name("%s.layernorm", prefix), q->cfg.dim, q->cfg.eps,
                          NN_LAYERNORM, 1);
-    q->layers = calloc((size_t)q->cfg.layers, sizeof *q->layers);
-    AIMC_CHECK(q->layers, "out of memory");
+    q->layers = aimc_xcalloc((size_t)q->cfg.layers, sizeof *q->layers);
     for (int64_t i = 0; i < q->cfg.layers; i++) load_layer(&q->layers[i], ld, &q->cfg, prefix, i);
     return q;
 }

@@ -78,20 +78,6 @@ static int dtype_from_name(const char *s, st_dtype *out) {
     return 0;
 }
 
-/* Writes "PATH: message" into err (when there is room) and returns -1. */
-static int fail(char *err, size_t errlen, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, const char *path, const char *fmt, ...) {
-    if (!err || !errlen) return -1;
-    int used = snprintf(err, errlen, "%s: ", path);
-    if (used < 0 || (size_t)used >= errlen) return -1;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err + used, errlen - (size_t)used, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static const char *shape_str(int ndim, const int64_t *shape, char *buf, size_t n) {
     size_t used = (size_t)snprintf(buf, n, "[");
     for (int i = 0; i < ndim && used < n; i++)
@@ -124,22 +110,22 @@ static int64_t st_numel(const st_tensor *t) {
 
 static int map_file(st_file *f, char *err, size_t errlen) {
     int fd = open(f->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fail(err, errlen, f->path, "cannot open: %s", strerror(errno));
+    if (fd < 0) return aimc_fail_path(err, errlen, f->path, "cannot open: %s", strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
         int e = errno;
         close(fd);
-        return fail(err, errlen, f->path, "cannot stat: %s", strerror(e));
+        return aimc_fail_path(err, errlen, f->path, "cannot stat: %s", strerror(e));
     }
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
-        return fail(err, errlen, f->path, "not a regular file");
+        return aimc_fail_path(err, errlen, f->path, "not a regular file");
     }
     if (sb.st_size < 8) {
         close(fd);
-        return fail(err, errlen, f->path,
-                    "file is %lld bytes, shorter than the 8-byte header length field",
-                    (long long)sb.st_size);
+        return aimc_fail_path(err, errlen, f->path,
+                              "file is %lld bytes, shorter than the 8-byte header length field",
+                              (long long)sb.st_size);
     }
     f->map_size = (size_t)sb.st_size;
     f->map = mmap(NULL, f->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -147,7 +133,8 @@ static int map_file(st_file *f, char *err, size_t errlen) {
     close(fd);
     if (f->map == MAP_FAILED) {
         f->map = NULL;
-        return fail(err, errlen, f->path, "mmap of %zu bytes failed: %s", f->map_size, strerror(e));
+        return aimc_fail_path(err, errlen, f->path, "mmap of %zu bytes failed: %s", f->map_size,
+                              strerror(e));
     }
     return 0;
 }
@@ -157,13 +144,15 @@ static int locate_header(st_file *f, uint64_t *header_len, char *err, size_t err
     uint64_t n;
     memcpy(&n, f->map, 8);
     if (n > ST_MAX_HEADER)
-        return fail(err, errlen, f->path, "header length %llu exceeds the %llu-byte limit",
-                    (unsigned long long)n, ST_MAX_HEADER);
+        return aimc_fail_path(err, errlen, f->path,
+                              "header length %llu exceeds the %llu-byte limit",
+                              (unsigned long long)n, ST_MAX_HEADER);
     if (n > f->map_size - 8)
-        return fail(err, errlen, f->path,
-                    "header length %llu exceeds the %zu bytes that follow the length field "
-                    "(truncated file?)",
-                    (unsigned long long)n, f->map_size - 8);
+        return aimc_fail_path(
+            err, errlen, f->path,
+            "header length %llu exceeds the %zu bytes that follow the length field "
+            "(truncated file?)",
+            (unsigned long long)n, f->map_size - 8);
     *header_len = n;
     f->data = (const unsigned char *)f->map + 8 + n;
     f->data_size = f->map_size - 8 - (size_t)n;
@@ -176,7 +165,7 @@ static cJSON *parse_header_json(const st_file *f, uint64_t n, char *err, size_t 
     const char *src = (const char *)f->map + 8;
     const char *nul = memchr(src, '\0', (size_t)n);
     if (nul) {
-        fail(err, errlen, f->path, "header contains a NUL byte at offset %td", nul - src);
+        aimc_fail_path(err, errlen, f->path, "header contains a NUL byte at offset %td", nul - src);
         return NULL;
     }
     char *text = malloc((size_t)n + 1);
@@ -186,10 +175,10 @@ static cJSON *parse_header_json(const st_file *f, uint64_t n, char *err, size_t 
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
     if (!root)
-        fail(err, errlen, f->path, "header is not valid JSON (error at byte %td of %llu)",
-             end ? end - text : (ptrdiff_t)0, (unsigned long long)n);
+        aimc_fail_path(err, errlen, f->path, "header is not valid JSON (error at byte %td of %llu)",
+                       end ? end - text : (ptrdiff_t)0, (unsigned long long)n);
     else if (!cJSON_IsObject(root)) {
-        fail(err, errlen, f->path, "header is JSON but not an object");
+        aimc_fail_path(err, errlen, f->path, "header is JSON but not an object");
         cJSON_Delete(root);
         root = NULL;
     }
@@ -208,11 +197,11 @@ static int json_u53(const cJSON *v, uint64_t *out) {
 
 static int check_metadata(const st_file *f, const cJSON *meta, char *err, size_t errlen) {
     if (!cJSON_IsObject(meta))
-        return fail(err, errlen, f->path, "__metadata__ is not a JSON object");
+        return aimc_fail_path(err, errlen, f->path, "__metadata__ is not a JSON object");
     for (const cJSON *kv = meta->child; kv; kv = kv->next)
         if (!cJSON_IsString(kv))
-            return fail(err, errlen, f->path, "__metadata__ value of '%s' is not a string",
-                        kv->string);
+            return aimc_fail_path(err, errlen, f->path,
+                                  "__metadata__ value of '%s' is not a string", kv->string);
     return 0;
 }
 
@@ -220,10 +209,10 @@ static int parse_dtype(const st_file *f, const char *name, const cJSON *e, st_te
                        size_t errlen) {
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     if (!cJSON_IsString(dt))
-        return fail(err, errlen, f->path, "tensor '%s' has no \"dtype\" string", name);
+        return aimc_fail_path(err, errlen, f->path, "tensor '%s' has no \"dtype\" string", name);
     if (!dtype_from_name(dt->valuestring, &t->dtype))
-        return fail(err, errlen, f->path, "tensor '%s' has unknown dtype '%s'", name,
-                    dt->valuestring);
+        return aimc_fail_path(err, errlen, f->path, "tensor '%s' has unknown dtype '%s'", name,
+                              dt->valuestring);
     return 0;
 }
 
@@ -231,18 +220,19 @@ static int parse_shape(const st_file *f, const char *name, const cJSON *e, st_te
                        size_t errlen) {
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
     if (!cJSON_IsArray(sh))
-        return fail(err, errlen, f->path, "tensor '%s' has no \"shape\" array", name);
+        return aimc_fail_path(err, errlen, f->path, "tensor '%s' has no \"shape\" array", name);
     int nd = cJSON_GetArraySize(sh);
     if (nd > ST_MAX_DIMS)
-        return fail(err, errlen, f->path, "tensor '%s' has %d dimensions (at most %d supported)",
-                    name, nd, ST_MAX_DIMS);
+        return aimc_fail_path(err, errlen, f->path,
+                              "tensor '%s' has %d dimensions (at most %d supported)", name, nd,
+                              ST_MAX_DIMS);
     t->ndim = nd;
     int i = 0;
     for (const cJSON *d = sh->child; d; d = d->next, i++) {
         uint64_t v;
         if (!json_u53(d, &v))
-            return fail(err, errlen, f->path,
-                        "tensor '%s' shape[%d] is not an integer in [0, 2^53)", name, i);
+            return aimc_fail_path(err, errlen, f->path,
+                                  "tensor '%s' shape[%d] is not an integer in [0, 2^53)", name, i);
         t->shape[i] = (int64_t)v;
     }
     return 0;
@@ -255,30 +245,32 @@ static int parse_offsets(const st_file *f, const char *name, const cJSON *e, st_
     uint64_t b, en;
     if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 || !json_u53(off->child, &b) ||
         !json_u53(off->child->next, &en))
-        return fail(err, errlen, f->path,
-                    "tensor '%s' needs \"data_offsets\": [begin, end] with integers in [0, 2^53)",
-                    name);
+        return aimc_fail_path(
+            err, errlen, f->path,
+            "tensor '%s' needs \"data_offsets\": [begin, end] with integers in [0, 2^53)", name);
     if (b > en)
-        return fail(err, errlen, f->path,
-                    "tensor '%s' data_offsets [%llu, %llu] end before they begin", name,
-                    (unsigned long long)b, (unsigned long long)en);
+        return aimc_fail_path(err, errlen, f->path,
+                              "tensor '%s' data_offsets [%llu, %llu] end before they begin", name,
+                              (unsigned long long)b, (unsigned long long)en);
     if (en > f->data_size)
-        return fail(err, errlen, f->path,
-                    "tensor '%s' data_offsets [%llu, %llu] exceed the data size %zu", name,
-                    (unsigned long long)b, (unsigned long long)en, f->data_size);
+        return aimc_fail_path(err, errlen, f->path,
+                              "tensor '%s' data_offsets [%llu, %llu] exceed the data size %zu",
+                              name, (unsigned long long)b, (unsigned long long)en, f->data_size);
     int overflow;
     char sbuf[200];
     uint64_t need = checked_bytes(t->ndim, t->shape, st_dtype_size(t->dtype), &overflow);
     if (overflow)
-        return fail(err, errlen, f->path, "tensor '%s' shape %s of %s overflows 64-bit byte counts",
-                    name, shape_str(t->ndim, t->shape, sbuf, sizeof sbuf), st_dtype_name(t->dtype));
+        return aimc_fail_path(
+            err, errlen, f->path, "tensor '%s' shape %s of %s overflows 64-bit byte counts", name,
+            shape_str(t->ndim, t->shape, sbuf, sizeof sbuf), st_dtype_name(t->dtype));
     if (need != en - b)
-        return fail(err, errlen, f->path,
-                    "tensor '%s' shape %s of %s needs %llu bytes but data_offsets [%llu, %llu] "
-                    "span %llu",
-                    name, shape_str(t->ndim, t->shape, sbuf, sizeof sbuf), st_dtype_name(t->dtype),
-                    (unsigned long long)need, (unsigned long long)b, (unsigned long long)en,
-                    (unsigned long long)(en - b));
+        return aimc_fail_path(
+            err, errlen, f->path,
+            "tensor '%s' shape %s of %s needs %llu bytes but data_offsets [%llu, %llu] "
+            "span %llu",
+            name, shape_str(t->ndim, t->shape, sbuf, sizeof sbuf), st_dtype_name(t->dtype),
+            (unsigned long long)need, (unsigned long long)b, (unsigned long long)en,
+            (unsigned long long)(en - b));
     t->data = f->data + b;
     t->nbytes = (size_t)(en - b);
     return 0;
@@ -287,9 +279,9 @@ static int parse_offsets(const st_file *f, const char *name, const cJSON *e, st_
 static int parse_entry(const st_file *f, const cJSON *e, st_tensor *t, char *err, size_t errlen) {
     const char *name = e->string;
     if (!cJSON_IsObject(e))
-        return fail(err, errlen, f->path, "entry for tensor '%s' is not a JSON object", name);
-    t->name = strdup(name);
-    AIMC_CHECK(t->name, "out of memory");
+        return aimc_fail_path(err, errlen, f->path, "entry for tensor '%s' is not a JSON object",
+                              name);
+    t->name = aimc_strdup(name);
     if (parse_dtype(f, name, e, t, err, errlen) || parse_shape(f, name, e, t, err, errlen) ||
         parse_offsets(f, name, e, t, err, errlen))
         return -1;
@@ -311,15 +303,15 @@ static int cmp_by_offsets(const void *a, const void *b) {
 static int check_unique_names(const st_file *f, char *err, size_t errlen) {
     for (int i = 1; i < f->count; i++)
         if (!strcmp(f->tensors[i - 1].name, f->tensors[i].name))
-            return fail(err, errlen, f->path, "tensor '%s' appears more than once in the header",
-                        f->tensors[i].name);
+            return aimc_fail_path(err, errlen, f->path,
+                                  "tensor '%s' appears more than once in the header",
+                                  f->tensors[i].name);
     return 0;
 }
 
 /* The entries, in offset order, must cover [0, data_size) exactly once. */
 static int check_tiling(const st_file *f, char *err, size_t errlen) {
-    const st_tensor **order = malloc(sizeof *order * (size_t)(f->count ? f->count : 1));
-    AIMC_CHECK(order, "out of memory");
+    const st_tensor **order = aimc_xmalloc(sizeof *order * (size_t)(f->count ? f->count : 1));
     for (int i = 0; i < f->count; i++) order[i] = &f->tensors[i];
     qsort(order, (size_t)f->count, sizeof *order, cmp_by_offsets);
     size_t expect = 0;
@@ -328,19 +320,21 @@ static int check_tiling(const st_file *f, char *err, size_t errlen) {
         size_t b = (size_t)((const unsigned char *)order[i]->data - f->data);
         size_t e = b + order[i]->nbytes;
         if (b < expect)
-            rc = fail(err, errlen, f->path,
-                      "tensor '%s' data_offsets [%zu, %zu] overlap tensor '%s' (which ends at %zu)",
-                      order[i]->name, b, e, order[i - 1]->name, expect);
+            rc = aimc_fail_path(
+                err, errlen, f->path,
+                "tensor '%s' data_offsets [%zu, %zu] overlap tensor '%s' (which ends at %zu)",
+                order[i]->name, b, e, order[i - 1]->name, expect);
         else if (b > expect)
-            rc = fail(err, errlen, f->path,
-                      "data bytes [%zu, %zu) belong to no tensor (hole before tensor '%s')", expect,
-                      b, order[i]->name);
+            rc = aimc_fail_path(
+                err, errlen, f->path,
+                "data bytes [%zu, %zu) belong to no tensor (hole before tensor '%s')", expect, b,
+                order[i]->name);
         expect = e;
     }
     if (!rc && expect != f->data_size)
-        rc = fail(err, errlen, f->path,
-                  "tensors cover %zu bytes but the data buffer has %zu (trailing bytes)", expect,
-                  f->data_size);
+        rc = aimc_fail_path(err, errlen, f->path,
+                            "tensors cover %zu bytes but the data buffer has %zu (trailing bytes)",
+                            expect, f->data_size);
     free(order);
     return rc;
 }
@@ -368,10 +362,8 @@ static int read_entries(st_file *f, const cJSON *root, char *err, size_t errlen)
 }
 
 st_file *st_open(const char *path, char *err, size_t errlen) {
-    st_file *f = calloc(1, sizeof *f);
-    AIMC_CHECK(f, "out of memory");
-    f->path = strdup(path);
-    AIMC_CHECK(f->path, "out of memory");
+    st_file *f = aimc_xcalloc(1, sizeof *f);
+    f->path = aimc_strdup(path);
     uint64_t n = 0;
     if (map_file(f, err, errlen) || locate_header(f, &n, err, errlen)) {
         st_close(f);
@@ -447,9 +439,9 @@ static float load_float(const unsigned char *p, st_dtype dt, int64_t i) {
 
 int st_read_f32(const st_tensor *t, float *out, char *err, size_t errlen) {
     if (!is_float_dtype(t->dtype))
-        return fail(err, errlen, "safetensors",
-                    "tensor '%s' has dtype %s, which cannot be read as f32", t->name,
-                    st_dtype_name(t->dtype));
+        return aimc_fail_path(err, errlen, "safetensors",
+                              "tensor '%s' has dtype %s, which cannot be read as f32", t->name,
+                              st_dtype_name(t->dtype));
     int64_t n = st_numel(t);
     if (t->dtype == ST_F32) {
         if (n) memcpy(out, t->data, (size_t)n * 4);
@@ -484,17 +476,17 @@ int st_read_i32(const st_tensor *t, int32_t *out, char *err, size_t errlen) {
     case ST_U8:
     case ST_BOOL: break;
     default:
-        return fail(err, errlen, "safetensors",
-                    "tensor '%s' has dtype %s, which cannot be read as i32", t->name,
-                    st_dtype_name(t->dtype));
+        return aimc_fail_path(err, errlen, "safetensors",
+                              "tensor '%s' has dtype %s, which cannot be read as i32", t->name,
+                              st_dtype_name(t->dtype));
     }
     int64_t n = st_numel(t);
     for (int64_t i = 0; i < n; i++) {
         int64_t v = load_int(t->data, t->dtype, i);
         if (v < INT32_MIN || v > INT32_MAX)
-            return fail(err, errlen, "safetensors",
-                        "tensor '%s' element %lld = %lld does not fit in int32", t->name,
-                        (long long)i, (long long)v);
+            return aimc_fail_path(err, errlen, "safetensors",
+                                  "tensor '%s' element %lld = %lld does not fit in int32", t->name,
+                                  (long long)i, (long long)v);
         out[i] = (int32_t)v;
     }
     return 0;
@@ -518,25 +510,16 @@ typedef struct st_kv {
 
 struct st_writer {
     st_wentry *e;
-    int n, cap;
+    int n;
+    int64_t cap;
     st_kv *meta;
-    int nmeta, metacap;
+    int nmeta;
+    int64_t metacap;
 };
 
 st_writer *st_writer_new(void) {
-    st_writer *w = calloc(1, sizeof *w);
-    AIMC_CHECK(w, "out of memory");
+    st_writer *w = aimc_xcalloc(1, sizeof *w);
     return w;
-}
-
-static void *grow(void *p, int *cap, int need, size_t elem) {
-    if (need <= *cap) return p;
-    int nc = *cap ? *cap * 2 : 16;
-    while (nc < need) nc *= 2;
-    p = realloc(p, (size_t)nc * elem);
-    AIMC_CHECK(p, "out of memory growing a table to %d entries", nc);
-    *cap = nc;
-    return p;
 }
 
 void st_writer_add(st_writer *w, const char *name, st_dtype dtype, int ndim, const int64_t *shape,
@@ -547,10 +530,10 @@ void st_writer_add(st_writer *w, const char *name, st_dtype dtype, int ndim, con
     AIMC_CHECK(ndim >= 0 && ndim <= ST_MAX_DIMS, "st_writer_add: '%s' has %d dims", name, ndim);
     for (int i = 0; i < w->n; i++)
         AIMC_CHECK(strcmp(w->e[i].name, name), "st_writer_add: tensor '%s' added twice", name);
-    w->e = grow(w->e, &w->cap, w->n + 1, sizeof *w->e);
+    w->e = aimc_grow(w->e, &w->cap, w->n + 1, sizeof *w->e, 16);
     st_wentry *e = &w->e[w->n++];
     memset(e, 0, sizeof *e);
-    e->name = strdup(name);
+    e->name = aimc_strdup(name);
     e->dtype = dtype;
     e->ndim = ndim;
     for (int i = 0; i < ndim; i++) {
@@ -562,8 +545,7 @@ void st_writer_add(st_writer *w, const char *name, st_dtype dtype, int ndim, con
     e->nbytes = (size_t)checked_bytes(ndim, e->shape, st_dtype_size(dtype), &overflow);
     AIMC_CHECK(!overflow, "st_writer_add: '%s' is too large", name);
     e->data = malloc(e->nbytes ? e->nbytes : 1);
-    AIMC_CHECK(e->name && e->data, "out of memory copying tensor '%s' (%zu bytes)", name,
-               e->nbytes);
+    AIMC_CHECK(e->data, "out of memory copying tensor '%s' (%zu bytes)", name, e->nbytes);
     if (e->nbytes) memcpy(e->data, data, e->nbytes);
 }
 
@@ -571,15 +553,13 @@ void st_writer_metadata(st_writer *w, const char *key, const char *value) {
     for (int i = 0; i < w->nmeta; i++)
         if (!strcmp(w->meta[i].key, key)) {
             free(w->meta[i].value);
-            w->meta[i].value = strdup(value);
-            AIMC_CHECK(w->meta[i].value, "out of memory");
+            w->meta[i].value = aimc_strdup(value);
             return;
         }
-    w->meta = grow(w->meta, &w->metacap, w->nmeta + 1, sizeof *w->meta);
+    w->meta = aimc_grow(w->meta, &w->metacap, w->nmeta + 1, sizeof *w->meta, 16);
     st_kv *kv = &w->meta[w->nmeta++];
-    kv->key = strdup(key);
-    kv->value = strdup(value);
-    AIMC_CHECK(kv->key && kv->value, "out of memory");
+    kv->key = aimc_strdup(key);
+    kv->value = aimc_strdup(value);
 }
 
 void st_writer_free(st_writer *w) {
@@ -658,8 +638,7 @@ static int cmp_entry_name(const void *a, const void *b) {
 
 /* The entries as pointers, sorted by cmp. */
 static st_wentry **sorted_entries(const st_writer *w, int (*cmp)(const void *, const void *)) {
-    st_wentry **v = malloc(sizeof *v * (size_t)(w->n ? w->n : 1));
-    AIMC_CHECK(v, "out of memory");
+    st_wentry **v = aimc_xmalloc(sizeof *v * (size_t)(w->n ? w->n : 1));
     for (int i = 0; i < w->n; i++) v[i] = &w->e[i];
     qsort(v, (size_t)w->n, sizeof *v, cmp);
     return v;
@@ -753,13 +732,13 @@ static void sync_parent_dir(const char *path) {
 int st_writer_save(st_writer *w, const char *path, char *err, size_t errlen) {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
-        return fail(err, errlen, path, "path too long");
+        return aimc_fail_path(err, errlen, path, "path too long");
     st_wentry **order = assign_offsets(w);
     strbuf hdr = build_header(w);
     int rc = 0;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        rc = fail(err, errlen, path, "cannot create %s: %s", tmp, strerror(errno));
+        rc = aimc_fail_path(err, errlen, path, "cannot create %s: %s", tmp, strerror(errno));
     } else {
         int bad = write_contents(fd, w, &hdr, order);
         int e = errno;
@@ -768,9 +747,10 @@ int st_writer_save(st_writer *w, const char *path, char *err, size_t errlen) {
             e = errno;
         }
         if (bad)
-            rc = fail(err, errlen, path, "writing %s failed: %s", tmp, strerror(e));
+            rc = aimc_fail_path(err, errlen, path, "writing %s failed: %s", tmp, strerror(e));
         else if (rename(tmp, path))
-            rc = fail(err, errlen, path, "renaming %s into place failed: %s", tmp, strerror(errno));
+            rc = aimc_fail_path(err, errlen, path, "renaming %s into place failed: %s", tmp,
+                                strerror(errno));
         if (rc)
             unlink(tmp);
         else

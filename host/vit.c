@@ -58,8 +58,7 @@ enc_config enc_config_read(const model_dir *md, const char *cfg_prefix, const ch
 static tensor fused_qv_bias(const nn_loader *ld, const char *prefix, int64_t d) {
     const st_tensor *qb = model_dir_need(ld->md, nn_name("%s.q_bias", prefix), 1, (int64_t[]){d});
     const st_tensor *vb = model_dir_need(ld->md, nn_name("%s.v_bias", prefix), 1, (int64_t[]){d});
-    float *host = calloc((size_t)(3 * d), sizeof *host);
-    AIMC_CHECK(host, "out of memory");
+    float *host = aimc_xcalloc((size_t)(3 * d), sizeof *host);
     char err[256];
     if (st_read_f32(qb, host, err, sizeof err) || st_read_f32(vb, host + 2 * d, err, sizeof err))
         aimc_die("%s: %s.{q,v}_bias: %s", model_dir_path(ld->md), prefix, err);
@@ -119,8 +118,7 @@ void encoder_load(encoder *e, const nn_loader *ld, const char *prefix_arg,
     char prefix[256]; /* prefix_arg may sit in nn_name's ring, which loading overwrites */
     vit_copy_name(prefix, sizeof prefix, prefix_arg);
     e->cfg = *cfg;
-    e->layers = calloc((size_t)cfg->layers, sizeof *e->layers);
-    AIMC_CHECK(e->layers, "out of memory");
+    e->layers = aimc_xcalloc((size_t)cfg->layers, sizeof *e->layers);
     for (int64_t i = 0; i < cfg->layers; i++) {
         char p[256];
         int n = snprintf(p, sizeof p, "%s.layers.%lld", prefix, (long long)i);
@@ -271,8 +269,7 @@ vit_model *vit_load(const nn_loader *ld, const char *prefix, const char *cfg_pre
     char where[256];
     vit_copy_name(where, sizeof where, resolve_prefix(ld->md, prefix));
     prefix = where;
-    vit_model *m = calloc(1, sizeof *m);
-    AIMC_CHECK(m, "out of memory");
+    vit_model *m = aimc_xcalloc(1, sizeof *m);
     m->style = style;
     m->be = ld->be;
     read_vision_config(m, ld->md, cfg_prefix);
@@ -367,8 +364,7 @@ static void check_pixels(const vit_model *m, const tensor *px) {
 static tensor patches_on_backend(const vit_model *m, arena *a, const tensor *px) {
     int64_t n = px->shape[0], rows = n * m->grid * m->grid, kk = tensor_cols(&m->patch_w);
     float *host_px = download_f32(px);
-    float *host_rows = malloc((size_t)(rows * kk) * sizeof *host_rows);
-    AIMC_CHECK(host_rows, "out of memory");
+    float *host_rows = aimc_xmalloc((size_t)(rows * kk) * sizeof *host_rows);
     unfold_patches(m, host_px, host_rows, n);
     tensor f32 = tensor_wrap(host_rows, DT_F32, backend_cpu(), 2, (int64_t[]){rows, kk});
     tensor out = vit_to_backend(a, &f32, a->be->act_dtype);

@@ -20,9 +20,11 @@
  * children, run first). The arena is filled with NaN before every step so
  * that rows the step forgets to write show up. */
 #include "testlib.h"
+#include "model_fixture.h"
 #include "../host/aim.h"
 #include "../host/mllm.h"
 #include "../host/safetensors.h"
+#include "../kernels/check.h"
 #include <limits.h>
 
 #define ARENA_BYTES ((size_t)64 << 20)
@@ -31,74 +33,14 @@ static const backend *be;
 
 /* ---- files ------------------------------------------------------------------- */
 
-static const char *repo_root(void) {
-    static char root[PATH_MAX];
-    static const char *tries[] = {".", "..", "../.."};
-    char probe[PATH_MAX + 32];
-    for (int i = 0; i < 3; i++) {
-        snprintf(probe, sizeof probe, "%s/tests/fixtures/aim", tries[i]);
-        if (realpath(tries[i], root) && access(probe, R_OK) == 0) return root;
-    }
-    printf("FAIL: tests/fixtures/aim not found (run from the repository root)\n");
-    exit(1);
-}
-
-typedef struct path {
-    char s[PATH_MAX + 64];
-} path;
-
-static path repo_path(const char *rel) {
-    path p;
-    int n = snprintf(p.s, sizeof p.s, "%s/%s", repo_root(), rel);
-    if (n < 0 || n >= (int)sizeof p.s) printf("FAIL: path %s too long\n", rel), exit(1);
-    return p;
-}
-
-static st_file *open_st(const char *file) {
-    char err[1024] = "";
-    st_file *f = st_open(file, err, sizeof err);
-    if (!f) printf("FAIL: %s\n", err), exit(1);
-    return f;
-}
-
-static int64_t numel_of(const st_tensor *t) {
-    int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
-    return n;
-}
-
-static const st_tensor *need(st_file *f, const char *name) {
-    const st_tensor *t = st_find(f, name);
-    if (!t) printf("FAIL: fixture tensor %s missing\n", name), exit(1);
-    return t;
-}
-
-static float *read_f32(st_file *f, const char *name, int64_t *n) {
-    const st_tensor *t = need(f, name);
-    char err[256] = "";
-    float *out = tl_alloc((size_t)numel_of(t) * sizeof *out);
-    if (st_read_f32(t, out, err, sizeof err)) printf("FAIL: %s\n", err), exit(1);
-    if (n) *n = numel_of(t);
-    return out;
-}
-
-static int32_t *read_i32(st_file *f, const char *name, int64_t *n) {
-    const st_tensor *t = need(f, name);
-    char err[256] = "";
-    int32_t *out = tl_alloc((size_t)numel_of(t) * sizeof *out);
-    if (st_read_i32(t, out, err, sizeof err)) printf("FAIL: %s\n", err), exit(1);
-    if (n) *n = numel_of(t);
-    return out;
-}
-
 static int32_t scalar_i32(st_file *f, const char *name) {
-    int32_t *v = read_i32(f, name, NULL), x = v[0];
+    int32_t *v = fx_read_i32(f, name, NULL), x = v[0];
     free(v);
     return x;
 }
 
 static float scalar_f32(st_file *f, const char *name) {
-    float *v = read_f32(f, name, NULL), x = v[0];
+    float *v = fx_read_f32(f, name, NULL), x = v[0];
     free(v);
     return x;
 }
@@ -121,9 +63,8 @@ static mllm *model_named(const char *name) {
     for (int i = 0; i < 2; i++)
         if (!strcmp(name, model_names[i])) {
             if (!models[i]) {
-                char rel[64];
-                snprintf(rel, sizeof rel, "tests/fixtures/models/%s", name);
-                models[i] = mllm_load(repo_path(rel).s, be, DT_F32);
+                fx_path dir = fx_join(fx_repo_dir("tests/fixtures/models").s, name);
+                models[i] = mllm_load(dir.s, be, DT_F32);
             }
             return models[i];
         }
@@ -153,7 +94,7 @@ static void case_projector(aim_case *c) {
     for (int i = 0; i < c->proj.n_params; i++) {
         projector_param *p = &c->proj.params[i];
         int64_t n;
-        float *v = read_f32(c->f, p->name, &n);
+        float *v = fx_read_f32(c->f, p->name, &n);
         if (n != tensor_numel(&p->value)) printf("FAIL: %s: %s size\n", c->name, p->name), exit(1);
         be->upload(p->value.data, v, (size_t)n * sizeof *v);
         free(v);
@@ -172,18 +113,12 @@ static void set_image(episode_item *it, const float *pixels, const st_tensor *t)
     it->pixels = copy_floats(pixels, 3 * it->height * it->width);
 }
 
-static char *dup_str(const char *s) {
-    char *out = tl_alloc(strlen(s) + 1);
-    strcpy(out, s);
-    return out;
-}
-
 /* Demonstration items of episode e from demo_pixels / demo_ids / demo_lens. */
 static void case_demos(aim_case *c, int e, episode *ep) {
-    float *px = read_f32(c->f, per_ep("demo_pixels", e), NULL);
-    int32_t *ids = read_i32(c->f, per_ep("demo_ids", e), NULL);
-    int32_t *lens = read_i32(c->f, per_ep("demo_lens", e), NULL);
-    const st_tensor *pt = need(c->f, per_ep("demo_pixels", e));
+    float *px = fx_read_f32(c->f, per_ep("demo_pixels", e), NULL);
+    int32_t *ids = fx_read_i32(c->f, per_ep("demo_ids", e), NULL);
+    int32_t *lens = fx_read_i32(c->f, per_ep("demo_lens", e), NULL);
+    const st_tensor *pt = fx_need(c->f, per_ep("demo_pixels", e));
     int64_t plane = 3 * pt->shape[2] * pt->shape[3], at = 0;
     for (int i = 0; i < c->k; i++) {
         episode_item *it = &ep->items[i];
@@ -192,7 +127,7 @@ static void case_demos(aim_case *c, int e, episode *ep) {
         it->tokens = tl_alloc((size_t)lens[i] * sizeof *it->tokens);
         memcpy(it->tokens, ids + at, (size_t)lens[i] * sizeof *it->tokens);
         at += lens[i];
-        it->source = dup_str("demo");
+        it->source = aimc_strdup("demo");
     }
     free(px), free(ids), free(lens);
 }
@@ -200,10 +135,10 @@ static void case_demos(aim_case *c, int e, episode *ep) {
 /* The query item: prompt then target ids, flags on the target. */
 static void case_query(aim_case *c, int e, episode_item *it) {
     int64_t np, nt;
-    float *px = read_f32(c->f, per_ep("query_pixels", e), NULL);
-    int32_t *p = read_i32(c->f, per_ep("prompt_ids", e), &np);
-    int32_t *t = read_i32(c->f, per_ep("target_ids", e), &nt);
-    set_image(it, px, need(c->f, per_ep("query_pixels", e)));
+    float *px = fx_read_f32(c->f, per_ep("query_pixels", e), NULL);
+    int32_t *p = fx_read_i32(c->f, per_ep("prompt_ids", e), &np);
+    int32_t *t = fx_read_i32(c->f, per_ep("target_ids", e), &nt);
+    set_image(it, px, fx_need(c->f, per_ep("query_pixels", e)));
     it->n_tokens = np + nt;
     it->tokens = tl_alloc((size_t)(np + nt) * sizeof *it->tokens);
     it->target = tl_alloc((size_t)(np + nt));
@@ -211,16 +146,14 @@ static void case_query(aim_case *c, int e, episode_item *it) {
     memcpy(it->tokens + np, t, (size_t)nt * sizeof *t);
     for (int64_t j = 0; j < np + nt; j++) it->target[j] = j >= np;
     it->n_target = nt;
-    it->source = dup_str("query");
+    it->source = aimc_strdup("query");
     free(px), free(p), free(t);
 }
 
 static void case_open(aim_case *c, const char *file) {
     memset(c, 0, sizeof *c);
     snprintf(c->name, sizeof c->name, "%s", file);
-    char rel[160];
-    snprintf(rel, sizeof rel, "tests/fixtures/aim/%s", file);
-    c->f = open_st(repo_path(rel).s);
+    c->f = fx_open_st(fx_join(fx_repo_dir("tests/fixtures/aim").s, file).s);
     c->batch = scalar_i32(c->f, "batch");
     c->k = scalar_i32(c->f, "k");
     c->n_targets = scalar_i32(c->f, "n_targets");
@@ -285,12 +218,6 @@ static void set_grads(projector *p, const float *values) {
 
 static double rel_scalar(double got, double ref) { return fabs(got - ref) / fabs(ref); }
 
-static float *download_tensor(const tensor *t) {
-    float *h = tl_alloc(tensor_bytes(t));
-    be->download(h, t->data, tensor_bytes(t));
-    return h;
-}
-
 /* One step with zeroed gradients and a poisoned arena; the loss sum. */
 static double fresh_step(aim_case *c, arena *a, const episode *eps, int n, int want_grad,
                          aim_trace *trace) {
@@ -308,7 +235,7 @@ static void check_grads(aim_case *c) {
         char name[64];
         snprintf(name, sizeof name, "grad.%s", p->name);
         int64_t n;
-        float *ref = read_f32(c->f, name, &n), *got = download_tensor(&p->grad);
+        float *ref = fx_read_f32(c->f, name, &n), *got = fx_download_f32(&p->grad);
         if (c->k == 0) {
             double worst = 0;
             for (int64_t j = 0; j < n; j++) worst = fmax(worst, fabs((double)got[j]));
@@ -326,7 +253,7 @@ static void check_grads(aim_case *c) {
 static void check_embeds(aim_case *c, const aim_trace *t) {
     for (int e = 0; e < c->batch; e++) {
         int64_t n;
-        float *ref = read_f32(c->f, per_ep("query_embeds", e), &n);
+        float *ref = fx_read_f32(c->f, per_ep("query_embeds", e), &n);
         int64_t rows = n / c->d, real = 0;
         for (int64_t j = 0; j < t->len; j++) real += t->mask[e * t->len + j];
         const float *got = t->embeds + (int64_t)e * t->len * c->d;
@@ -342,7 +269,7 @@ static void check_fused_grad(aim_case *c, const aim_trace *t) {
     int64_t at = 0;
     for (int e = 0; e < c->batch && c->k > 0; e++) {
         int64_t n;
-        float *ref = read_f32(c->f, per_ep("fused_grad", e), &n);
+        float *ref = fx_read_f32(c->f, per_ep("fused_grad", e), &n);
         double err = t->d_fused && at + n <= t->n_fused * c->d
                          ? rel_err_f32(t->d_fused + at, ref, n) : INFINITY;
         printf("  %-34s fused_grad.%d       rel %.2e\n", c->name, e, err);
@@ -378,8 +305,8 @@ static void check_step(aim_case *c, arena *a) {
 static void check_demos(aim_case *c, arena *a) {
     for (int e = 0; e < c->batch && c->k > 0; e++) {
         int64_t n;
-        float *hid_ref = read_f32(c->f, per_ep("hidden", e), &n);
-        float *fus_ref = read_f32(c->f, per_ep("fused", e), NULL);
+        float *hid_ref = fx_read_f32(c->f, per_ep("hidden", e), &n);
+        float *fus_ref = fx_read_f32(c->f, per_ep("fused", e), NULL);
         float *hid = tl_alloc((size_t)n * sizeof *hid), *fus = tl_alloc((size_t)n * sizeof *fus);
         int64_t at = 0;
         for (int i = 0; i < c->k; i++) {

@@ -20,6 +20,7 @@
  *  - bad configs and bad calls end with one error line and status 1 (run in
  *    forked children first, before any OpenMP region starts). */
 #include "testlib.h"
+#include "model_fixture.h"
 #include "../host/decoder.h"
 #include "../host/safetensors.h"
 #include <cjson/cJSON.h>
@@ -31,20 +32,13 @@
 static const backend *be;
 static char scratch[256];
 
-static const char *fixture_root(void) {
-    static const char *roots[] = {"tests/fixtures/models", "../tests/fixtures/models",
-                                  "../../tests/fixtures/models"};
-    for (int i = 0; i < 3; i++)
-        if (access(roots[i], R_OK) == 0) return roots[i];
-    return roots[0];
-}
-
+/* The fixture folder `name`, in one of 16 buffers used in turn. */
 static const char *fixture_dir(const char *name) {
-    static char bufs[16][512];
+    static fx_path bufs[16];
     static int next;
-    char *b = bufs[next++ & 15];
-    snprintf(b, sizeof bufs[0], "%s/%s", fixture_root(), name);
-    return b;
+    fx_path *b = &bufs[next++ & 15];
+    *b = fx_join(fx_repo_dir("tests/fixtures/models").s, name);
+    return b->s;
 }
 
 /* ---- fixture data --------------------------------------------------------------- */
@@ -59,37 +53,6 @@ typedef struct fixture {
     float *embeds; /* transformers' inputs_embeds */
 } fixture;
 
-static st_file *open_st(const char *dir, const char *file) {
-    char path[600], err[512] = "";
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    st_file *f = st_open(path, err, sizeof err);
-    if (!f) printf("FAIL: %s\n", err), exit(1);
-    return f;
-}
-
-static float *read_f32(st_file *f, const char *name, int64_t numel) {
-    const st_tensor *t = st_find(f, name);
-    char err[256] = "";
-    if (!t) printf("FAIL: fixture tensor %s missing\n", name), exit(1);
-    int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
-    if (numel >= 0 && n != numel)
-        printf("FAIL: fixture tensor %s has %lld values, expected %lld\n", name, (long long)n,
-               (long long)numel), exit(1);
-    float *out = tl_alloc((size_t)n * sizeof *out);
-    if (st_read_f32(t, out, err, sizeof err)) printf("FAIL: %s\n", err), exit(1);
-    return out;
-}
-
-static int32_t *read_i32(st_file *f, const char *name, int64_t numel) {
-    const st_tensor *t = st_find(f, name);
-    char err[256] = "";
-    if (!t) printf("FAIL: fixture tensor %s missing\n", name), exit(1);
-    int32_t *out = tl_alloc((size_t)numel * sizeof *out);
-    if (st_read_i32(t, out, err, sizeof err)) printf("FAIL: %s\n", err), exit(1);
-    return out;
-}
-
 static decoder *load_decoder(model_dir *md, const char *wprefix, const char *cprefix, dtype wdt) {
     nn_loader ld = {.md = md, .be = be, .wdt = wdt};
     return decoder_load(&ld, wprefix, cprefix);
@@ -102,20 +65,25 @@ static model_dir *open_dir(const char *dir) {
     return md;
 }
 
-static void fixture_open(fixture *f, dtype wdt) {
-    f->md = open_dir(f->dir);
-    f->m = load_decoder(f->md, f->wprefix, f->cprefix, wdt);
-    f->in = open_st(f->data_dir, "inputs.safetensors");
-    f->ex = open_st(f->data_dir, "expected.safetensors");
-    const st_tensor *ids = st_find(f->in, "input_ids");
+/* The fixture's inputs and transformers' inputs_embeds, for the loaded f->m. */
+static void fixture_read_data(fixture *f) {
+    f->in = fx_open_st(fx_join(f->data_dir, "inputs.safetensors").s);
+    f->ex = fx_open_st(fx_join(f->data_dir, "expected.safetensors").s);
+    const st_tensor *ids = fx_need(f->in, "input_ids");
     f->B = ids->shape[0];
     f->T = ids->shape[1];
     f->D = f->m->cfg.hidden;
     f->V = f->m->cfg.vocab;
-    f->ids = read_i32(f->in, "input_ids", f->B * f->T);
-    f->mask = read_i32(f->in, "attention_mask", f->B * f->T);
-    f->labels = read_i32(f->in, "labels", f->B * f->T);
-    f->embeds = read_f32(f->ex, "inputs_embeds", f->B * f->T * f->D);
+    f->ids = fx_read_i32_n(f->in, "input_ids", f->B * f->T);
+    f->mask = fx_read_i32_n(f->in, "attention_mask", f->B * f->T);
+    f->labels = fx_read_i32_n(f->in, "labels", f->B * f->T);
+    f->embeds = fx_read_f32_n(f->ex, "inputs_embeds", f->B * f->T * f->D);
+}
+
+static void fixture_open(fixture *f, dtype wdt) {
+    f->md = open_dir(f->dir);
+    f->m = load_decoder(f->md, f->wprefix, f->cprefix, wdt);
+    fixture_read_data(f);
 }
 
 static void fixture_close(fixture *f) {
@@ -134,36 +102,6 @@ static tensor upload_f32(arena *a, const float *host, int64_t b, int64_t t, int6
     return x;
 }
 
-static float *download(const tensor *t) {
-    int64_t n = tensor_numel(t);
-    float *h = tl_alloc((size_t)n * sizeof *h);
-    be->download(h, t->data, (size_t)n * sizeof *h);
-    return h;
-}
-
-/* rel err over the rows (of `cols` values) whose mask entry is 1. */
-static double rel_err_rows(const float *out, const float *ref, const int32_t *mask, int64_t rows,
-                           int64_t cols) {
-    double num = 0, den = 0;
-    for (int64_t r = 0; r < rows; r++) {
-        if (mask && !mask[r]) continue;
-        for (int64_t j = 0; j < cols; j++) {
-            double d = (double)out[r * cols + j] - ref[r * cols + j];
-            num += d * d;
-            den += (double)ref[r * cols + j] * ref[r * cols + j];
-        }
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
-static void poison_tensor(tensor *t) {
-    int64_t n = tensor_numel(t);
-    float *h = tl_alloc((size_t)n * sizeof *h);
-    poison(h, n);
-    be->upload(t->data, h, (size_t)n * sizeof *h);
-    free(h);
-}
-
 static double dot_f32(const float *a, const float *b, int64_t n) {
     double s = 0;
     for (int64_t i = 0; i < n; i++) s += (double)a[i] * b[i];
@@ -179,14 +117,14 @@ static void check_embeddings(fixture *f, arena *a, const char *image_key) {
     int32_t image_token = (int32_t)cfg_need_int(f->md, "image_token_index|image_token_id");
     size_t mark = a->used;
     tensor e = decoder_embed_tokens(f->m, a, f->ids, f->B, f->T);
-    float *got = download(&e);
+    float *got = fx_download_f32(&e);
     const st_tensor *img_t = st_find(f->ex, image_key);
-    float *img = read_f32(f->ex, image_key, -1);
+    float *img = fx_read_f32(f->ex, image_key, NULL);
     int64_t n_img = 0, img_rows = img_t->shape[0] * img_t->shape[1];
     for (int64_t r = 0; r < f->B * f->T; r++)
         if (f->ids[r] == image_token && n_img++ < img_rows)
             memcpy(got + r * f->D, img + (n_img - 1) * f->D, (size_t)f->D * sizeof *got);
-    double err = rel_err_rows(got, f->embeds, NULL, f->B * f->T, f->D);
+    double err = fx_rel_rows(got, f->embeds, NULL, f->B * f->T, f->D);
     CHECK(n_img == img_rows && err <= 1e-6,
           "%s: embed + image rows vs inputs_embeds: rel err %.2e (%lld image rows, expected %lld)",
           f->name, err, (long long)n_img, (long long)img_rows);
@@ -203,7 +141,7 @@ static void check_hidden_states(fixture *f, arena *a, const tensor *embeds) {
     for (int64_t i = 0; i <= L; i++) {
         char key[64];
         snprintf(key, sizeof key, "hidden_states.%lld", (long long)i);
-        float *ref = read_f32(f->ex, key, f->B * f->T * f->D);
+        float *ref = fx_read_f32_n(f->ex, key, f->B * f->T * f->D);
         for (int saved = 0; saved < 2; saved++) {
             size_t mark = a->used;
             decoder_pass p;
@@ -211,8 +149,8 @@ static void check_hidden_states(fixture *f, arena *a, const tensor *embeds) {
             decoder_fwd_opts o = {.want_hidden = 1, .hidden_layer = saved ? i : i - (L + 1),
                                   .for_backward = saved};
             decoder_forward(f->m, a, embeds, f->mask, &o, &p);
-            float *got = download(&p.hidden);
-            double err = rel_err_rows(got, ref, f->mask, f->B * f->T, f->D);
+            float *got = fx_download_f32(&p.hidden);
+            double err = fx_rel_rows(got, ref, f->mask, f->B * f->T, f->D);
             CHECK(err <= 1e-4 && p.layers_run == (i == L ? L : i),
                   "%s: hidden_states[%lld] (%s): rel err %.2e, %lld layers run", f->name,
                   (long long)i, saved ? "saved" : "streaming", err, (long long)p.layers_run);
@@ -235,11 +173,11 @@ static double loss_and_grad(fixture *f, arena *a, const tensor *embeds, tensor *
     decoder_pass p;
     decoder_fwd_opts o = {.want_logits = 1, .for_backward = d_embeds != NULL};
     decoder_forward(f->m, a, embeds, f->mask, &o, &p);
-    if (logits_out) *logits_out = download(&p.logits);
+    if (logits_out) *logits_out = fx_download_f32(&p.logits);
     double loss;
     if (d_embeds) {
         tensor dlogits = arena_new(a, DT_F32, f->B, f->T, f->V);
-        poison_tensor(&dlogits);
+        fx_poison_tensor(&dlogits);
         loss = decoder_lm_loss(a, &p.logits, f->labels, f->T, &dlogits);
         decoder_backward(f->m, a, &p, &dlogits, NULL, d_embeds);
     } else {
@@ -252,16 +190,16 @@ static double loss_and_grad(fixture *f, arena *a, const tensor *embeds, tensor *
 static void check_against_transformers(fixture *f, arena *a, const tensor *embeds) {
     size_t mark = a->used;
     tensor d_embeds = arena_new(a, DT_F32, f->B, f->T, f->D);
-    poison_tensor(&d_embeds);
+    fx_poison_tensor(&d_embeds);
     float *logits;
     double loss = loss_and_grad(f, a, embeds, &d_embeds, &logits);
-    float *ref_logits = read_f32(f->ex, "logits", f->B * f->T * f->V);
-    float *ref_loss = read_f32(f->ex, "loss", 1);
-    float *ref_grad = read_f32(f->ex, "inputs_embeds_grad", f->B * f->T * f->D);
-    float *grad = download(&d_embeds);
-    double e_logits = rel_err_rows(logits, ref_logits, f->mask, f->B * f->T, f->V);
+    float *ref_logits = fx_read_f32_n(f->ex, "logits", f->B * f->T * f->V);
+    float *ref_loss = fx_read_f32_n(f->ex, "loss", 1);
+    float *ref_grad = fx_read_f32_n(f->ex, "inputs_embeds_grad", f->B * f->T * f->D);
+    float *grad = fx_download_f32(&d_embeds);
+    double e_logits = fx_rel_rows(logits, ref_logits, f->mask, f->B * f->T, f->V);
     double e_loss = fabs(loss - ref_loss[0]) / fabs(ref_loss[0]);
-    double e_grad = rel_err_rows(grad, ref_grad, NULL, f->B * f->T, f->D);
+    double e_grad = fx_rel_rows(grad, ref_grad, NULL, f->B * f->T, f->D);
     CHECK(e_logits <= 1e-4, "%s: logits rel err %.2e", f->name, e_logits);
     CHECK(e_loss <= 1e-5, "%s: loss %.8f vs %.8f (rel %.2e)", f->name, loss, ref_loss[0], e_loss);
     CHECK(e_grad <= 1e-3, "%s: inputs_embeds_grad rel err %.2e", f->name, e_grad);
@@ -310,6 +248,32 @@ static void fd_steps(const fixture *f, double steps[2]) {
     steps[1] = steps[0] / 2;
 }
 
+/* A scalar function of inputs_embeds x; ctx holds what it needs besides f. */
+typedef double (*fd_objective)(fixture *f, arena *a, const tensor *x, const void *ctx);
+
+/* For both of fd_steps' step sizes: the rel err of obj's central difference
+ * along dir at transformers' inputs_embeds against the analytic slope. */
+static void fd_errors(fixture *f, arena *a, fd_objective obj, const void *ctx, const float *dir,
+                      double analytic, double steps[2], double err[2]) {
+    fd_steps(f, steps);
+    for (int k = 0; k < 2; k++) {
+        size_t mark = a->used;
+        tensor xp = shifted(a, f, f->embeds, dir, steps[k]);
+        tensor xm = shifted(a, f, f->embeds, dir, -steps[k]);
+        double numeric = (obj(f, a, &xp, ctx) - obj(f, a, &xm, ctx)) / (2 * steps[k]);
+        err[k] = fabs(numeric - analytic) / fmax(fabs(analytic), 1e-8);
+        a->used = mark;
+    }
+}
+
+static double loss_objective(fixture *f, arena *a, const tensor *x, const void *ctx) {
+    (void)ctx;
+    size_t mark = a->used;
+    double loss = loss_and_grad(f, a, x, NULL, NULL);
+    a->used = mark;
+    return loss;
+}
+
 /* Central differences along probe_direction at both step sizes; both must
  * match <grad, dir>. */
 static void check_loss_fd(fixture *f, arena *a) {
@@ -318,21 +282,10 @@ static void check_loss_fd(fixture *f, arena *a) {
     tensor x = upload_f32(a, f->embeds, f->B, f->T, f->D);
     tensor d_embeds = arena_new(a, DT_F32, f->B, f->T, f->D);
     loss_and_grad(f, a, &x, &d_embeds, NULL);
-    float *grad = download(&d_embeds);
+    float *grad = fx_download_f32(&d_embeds);
     float *dir = probe_direction(grad, n);
     double analytic = dot_f32(grad, dir, n), steps[2], err[2];
-    fd_steps(f, steps);
-    for (int k = 0; k < 2; k++) {
-        size_t m2 = a->used;
-        tensor xp = shifted(a, f, f->embeds, dir, steps[k]);
-        double lp = loss_and_grad(f, a, &xp, NULL, NULL);
-        a->used = m2;
-        tensor xm = shifted(a, f, f->embeds, dir, -steps[k]);
-        double lm = loss_and_grad(f, a, &xm, NULL, NULL);
-        a->used = m2;
-        double numeric = (lp - lm) / (2 * steps[k]);
-        err[k] = fabs(numeric - analytic) / fmax(fabs(analytic), 1e-8);
-    }
+    fd_errors(f, a, loss_objective, NULL, dir, analytic, steps, err);
     CHECK(err[0] <= 2e-3 && err[1] <= 2e-3,
           "%s: d loss / d inputs_embeds vs finite differences: rel err %.2e (h=%.2g), %.2e "
           "(h=%.2g), <grad, dir> = %.4g",
@@ -351,7 +304,7 @@ static double hidden_objective(fixture *f, arena *a, const tensor *x, int64_t la
     decoder_pass p;
     decoder_fwd_opts o = {.want_hidden = 1, .hidden_layer = layer, .for_backward = d_embeds != NULL};
     decoder_forward(f->m, a, x, f->mask, &o, &p);
-    float *h = download(&p.hidden);
+    float *h = fx_download_f32(&p.hidden);
     int64_t n = f->B * f->T * f->D;
     double j = dot_f32(h, r, n);
     if (d_embeds) {
@@ -362,6 +315,16 @@ static double hidden_objective(fixture *f, arena *a, const tensor *x, int64_t la
     decoder_pass_release(&p);
     a->used = mark;
     return j;
+}
+
+typedef struct hidden_probe {
+    int64_t layer;
+    const float *r;
+} hidden_probe;
+
+static double hidden_probe_objective(fixture *f, arena *a, const tensor *x, const void *ctx) {
+    const hidden_probe *hp = ctx;
+    return hidden_objective(f, a, x, hp->layer, hp->r, NULL);
 }
 
 /* The same check for J = <hidden_states[layer], R> with R random on the
@@ -376,19 +339,11 @@ static void check_hidden_fd(fixture *f, arena *a, int64_t layer) {
     tensor d_embeds = arena_new(a, DT_F32, f->B, f->T, f->D);
     tensor x = upload_f32(a, f->embeds, f->B, f->T, f->D);
     hidden_objective(f, a, &x, layer, r, &d_embeds);
-    float *grad = download(&d_embeds);
+    float *grad = fx_download_f32(&d_embeds);
     float *dir = probe_direction(grad, n);
     double analytic = dot_f32(grad, dir, n), steps[2], err[2];
-    fd_steps(f, steps);
-    for (int k = 0; k < 2; k++) {
-        size_t m2 = a->used;
-        tensor xp = shifted(a, f, f->embeds, dir, steps[k]);
-        tensor xm = shifted(a, f, f->embeds, dir, -steps[k]);
-        double numeric = (hidden_objective(f, a, &xp, layer, r, NULL) -
-                          hidden_objective(f, a, &xm, layer, r, NULL)) / (2 * steps[k]);
-        err[k] = fabs(numeric - analytic) / fmax(fabs(analytic), 1e-8);
-        a->used = m2;
-    }
+    hidden_probe probe = {layer, r};
+    fd_errors(f, a, hidden_probe_objective, &probe, dir, analytic, steps, err);
     CHECK(err[0] <= 2e-3 && err[1] <= 2e-3,
           "%s: backward from hidden_states[%lld] vs finite differences: rel err %.2e, %.2e",
           f->name, (long long)layer, err[0], err[1]);
@@ -432,13 +387,13 @@ static double cache_vs_full(const decoder *m, arena *a, const float *x, const in
         tensor e = upload_cols(a, x, B, T, D, t0, n);
         int32_t *mk = mask_cols(mask, B, T, t0, n);
         tensor logits = arena_new(a, DT_F32, B, last_only ? 1 : n, V);
-        poison_tensor(&logits);
+        fx_poison_tensor(&logits);
         decoder_step(m, &c, a, &e, mk, &logits);
-        float *got = download(&logits);
+        float *got = fx_download_f32(&logits);
         int64_t first = last_only ? t0 + n - 1 : t0, cnt = last_only ? 1 : n;
         for (int64_t b = 0; b < B; b++) {
             const float *ref = full + (b * T + first) * V;
-            double err = rel_err_rows(got + b * cnt * V, ref, mask + b * T + first, cnt, V);
+            double err = fx_rel_rows(got + b * cnt * V, ref, mask + b * T + first, cnt, V);
             worst = fmax(worst, err);
         }
         free(got), free(mk);
@@ -456,7 +411,7 @@ static float *full_logits(const decoder *m, arena *a, const float *x, const int3
     decoder_pass p;
     decoder_fwd_opts o = {.want_logits = 1, .pos_mode = mode};
     decoder_forward(m, a, &e, mask, &o, &p);
-    float *l = download(&p.logits);
+    float *l = fx_download_f32(&p.logits);
     decoder_pass_release(&p);
     a->used = mark;
     return l;
@@ -464,8 +419,8 @@ static float *full_logits(const decoder *m, arena *a, const float *x, const int3
 
 static void check_cache(fixture *f, arena *a) {
     float *full = full_logits(f->m, a, f->embeds, f->mask, f->B, f->T, DEC_POS_ARANGE);
-    float *ref = read_f32(f->ex, "logits", f->B * f->T * f->V);
-    double e_full = rel_err_rows(full, ref, f->mask, f->B * f->T, f->V);
+    float *ref = fx_read_f32_n(f->ex, "logits", f->B * f->T * f->V);
+    double e_full = fx_rel_rows(full, ref, f->mask, f->B * f->T, f->V);
     double e_all = cache_vs_full(f->m, a, f->embeds, f->mask, f->B, f->T, 3, DEC_POS_ARANGE, 0, full);
     double e_last = cache_vs_full(f->m, a, f->embeds, f->mask, f->B, f->T, 3, DEC_POS_ARANGE, 1, full);
     CHECK(e_full <= 1e-4 && e_all <= 1e-4 && e_last <= 1e-4,
@@ -499,7 +454,7 @@ static void check_padding(fixture *f, arena *a, int left) {
     memcpy(x + (T + off) * D, f->embeds + b * f->T * D, (size_t)(len * D) * 4);
     decoder_pos_mode mode = DEC_POS_FROM_MASK;
     float *full = full_logits(f->m, a, x, mask, 2, T, mode);
-    double err = rel_err_rows(full + (T + off) * V, full, NULL, len, V);
+    double err = fx_rel_rows(full + (T + off) * V, full, NULL, len, V);
     double e_cache = cache_vs_full(f->m, a, x, mask, 2, T, 3, mode, 0, full);
     CHECK(err <= 1e-5 && e_cache <= 1e-4,
           "%s: %s-padded row vs unpadded: rel err %.2e; through the cache %.2e", f->name,
@@ -528,7 +483,7 @@ static void check_short_labels(fixture *f, arena *a, const tensor *embeds) {
     tensor d_full = arena_new(a, DT_F32, f->B, f->T, f->V), d_short = arena_new(a, DT_F32, f->B, f->T, f->V);
     double full = decoder_lm_loss(a, &p.logits, f->labels, f->T, &d_full);
     double part = decoder_lm_loss(a, &p.logits, short_labels, n, &d_short);
-    float *g1 = download(&d_full), *g2 = download(&d_short);
+    float *g1 = fx_download_f32(&d_full), *g2 = fx_download_f32(&d_short);
     double err = rel_err_f32(g2, g1, f->B * f->T * f->V);
     CHECK(full == part && err == 0, "%s: labels for the last %lld positions: loss %.9f vs %.9f, "
           "dlogits rel err %.2e", f->name, (long long)n, part, full, err);
@@ -567,8 +522,8 @@ static void check_bf16_weights(fixture *f, arena *a, double tol) {
     float *logits;
     tensor d = arena_new(a, DT_F32, f->B, f->T, f->D);
     loss_and_grad(f, a, &embeds, &d, &logits);
-    float *ref = read_f32(f->ex, "logits", f->B * f->T * f->V);
-    double err = rel_err_rows(logits, ref, f->mask, f->B * f->T, f->V);
+    float *ref = fx_read_f32_n(f->ex, "logits", f->B * f->T * f->V);
+    double err = fx_rel_rows(logits, ref, f->mask, f->B * f->T, f->V);
     CHECK(err <= tol, "%s with bf16 weights: logits rel err %.2e (tolerance %.0e)", f->name, err, tol);
     printf("%s with bf16 weights: logits rel err %.2e\n", f->name, err);
     free(logits), free(ref);
@@ -581,20 +536,12 @@ static void check_bf16_weights(fixture *f, arena *a, double tol) {
  * its weights symlinked and reached through model_dir aliases. */
 static void check_plain_folder(const char *src, const char *name, const char *from,
                                const char *to, const char *head_to, arena *a) {
-    char dir[600], path[700], target[600];
+    char dir[600];
     snprintf(dir, sizeof dir, "%s/plain_%s", scratch, name);
-    mkdir(dir, 0755);
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if (!realpath(fixture_dir(src), target)) printf("FAIL: realpath %s\n", src), exit(1);
-    strcat(target, "/model.safetensors");
-    if (symlink(target, path)) printf("FAIL: symlink %s\n", path), exit(1);
+    fx_link_weights(dir, fixture_dir(src));
     model_dir *fmd = open_dir(fixture_dir(src));
-    char *text = cJSON_Print(cJSON_GetObjectItemCaseSensitive(model_dir_config(fmd), "text_config"));
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    FILE *out = fopen(path, "wb");
-    fputs(text, out);
-    fclose(out);
-    free(text);
+    fx_write_json(fx_join(dir, "config.json").s,
+                  cJSON_GetObjectItemCaseSensitive(model_dir_config(fmd), "text_config"));
     model_dir_close(fmd);
     fixture f = {.name = name, .dir = dir, .data_dir = fixture_dir(src), .wprefix = "",
                  .cprefix = ""};
@@ -602,18 +549,11 @@ static void check_plain_folder(const char *src, const char *name, const char *fr
     model_dir_alias(f.md, from, to);
     if (head_to) model_dir_alias(f.md, "lm_head.", head_to);
     f.m = load_decoder(f.md, "", "", DT_F32);
-    f.in = open_st(f.data_dir, "inputs.safetensors");
-    f.ex = open_st(f.data_dir, "expected.safetensors");
-    const st_tensor *ids = st_find(f.in, "input_ids");
-    f.B = ids->shape[0], f.T = ids->shape[1], f.D = f.m->cfg.hidden, f.V = f.m->cfg.vocab;
-    f.ids = read_i32(f.in, "input_ids", f.B * f.T);
-    f.mask = read_i32(f.in, "attention_mask", f.B * f.T);
-    f.labels = read_i32(f.in, "labels", f.B * f.T);
-    f.embeds = read_f32(f.ex, "inputs_embeds", f.B * f.T * f.D);
+    fixture_read_data(&f);
     arena_reset(a);
     float *logits = full_logits(f.m, a, f.embeds, f.mask, f.B, f.T, DEC_POS_ARANGE);
-    float *ref = read_f32(f.ex, "logits", f.B * f.T * f.V);
-    double err = rel_err_rows(logits, ref, f.mask, f.B * f.T, f.V);
+    float *ref = fx_read_f32_n(f.ex, "logits", f.B * f.T * f.V);
+    double err = fx_rel_rows(logits, ref, f.mask, f.B * f.T, f.V);
     CHECK(err <= 1e-4, "%s: logits rel err %.2e", name, err);
     printf("%s (plain folder: top-level config, model.* / lm_head.*): logits rel err %.2e\n", name,
            err);
@@ -633,12 +573,7 @@ static const char *bad_dir(const char *name, const char *src, const char *from, 
     static int next;
     char *d = dir[next++ & 3], path[700], cfg[700];
     snprintf(d, sizeof dir[0], "%s/%s", scratch, name);
-    mkdir(d, 0755);
-    snprintf(path, sizeof path, "%s/model.safetensors", d);
-    char target[600];
-    if (!realpath(fixture_dir(src), target)) printf("FAIL: realpath %s\n", src), exit(1);
-    strcat(target, "/model.safetensors");
-    if (symlink(target, path)) printf("FAIL: symlink %s\n", path), exit(1);
+    fx_link_weights(d, fixture_dir(src));
     snprintf(cfg, sizeof cfg, "%s/config.json", fixture_dir(src));
     FILE *in = fopen(cfg, "rb");
     if (!in) printf("FAIL: cannot read %s\n", cfg), exit(1);

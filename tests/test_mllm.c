@@ -24,6 +24,7 @@
  *    required key, the wrong number of image tokens (run first, in forked
  *    children, before any OpenMP region starts in this process). */
 #include "testlib.h"
+#include "model_fixture.h"
 #include "../host/commands.h"
 #include "../host/mllm.h"
 #include "../host/safetensors.h"
@@ -38,63 +39,10 @@ static char tmp_dir[64];
 
 /* ---- files -------------------------------------------------------------- */
 
-static const char *fixture_root(void) {
-    static char root[PATH_MAX];
-    static const char *tries[] = {"tests/fixtures/models", "../tests/fixtures/models",
-                                  "../../tests/fixtures/models"};
-    for (int i = 0; i < 3; i++)
-        if (realpath(tries[i], root)) return root;
-    printf("FAIL: tests/fixtures/models not found (run from the repository root)\n");
-    exit(1);
+static fx_path fixture(const char *name) {
+    return fx_join(fx_repo_dir("tests/fixtures/models").s, name);
 }
-
-/* Paths by value, so that no caller holds a pointer into a shared buffer. */
-typedef struct path {
-    char s[PATH_MAX + 64];
-} path;
-
-/* "<dir>/<name>" */
-static path join(const char *dir, const char *name) {
-    path p;
-    int n = snprintf(p.s, sizeof p.s, "%s/%s", dir, name);
-    if (n < 0 || n >= (int)sizeof p.s) printf("FAIL: path %s/%s too long\n", dir, name), exit(1);
-    return p;
-}
-
-static path fixture(const char *name) { return join(fixture_root(), name); }
-static path tmp_path(const char *name) { return join(tmp_dir, name); }
-
-static st_file *open_st(const char *path) {
-    char err[1024] = "";
-    st_file *f = st_open(path, err, sizeof err);
-    if (!f) printf("FAIL: %s\n", err), exit(1);
-    return f;
-}
-
-static int64_t numel_of(const st_tensor *t) {
-    int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
-    return n;
-}
-
-static float *read_f32(st_file *f, const char *name, int64_t *n) {
-    const st_tensor *t = st_find(f, name);
-    char err[256] = "";
-    if (!t) printf("FAIL: tensor %s missing\n", name), exit(1);
-    float *out = tl_alloc((size_t)numel_of(t) * sizeof *out);
-    if (st_read_f32(t, out, err, sizeof err)) printf("FAIL: %s\n", err), exit(1);
-    if (n) *n = numel_of(t);
-    return out;
-}
-
-static int32_t *read_i32(st_file *f, const char *name) {
-    const st_tensor *t = st_find(f, name);
-    char err[256] = "";
-    if (!t) printf("FAIL: tensor %s missing\n", name), exit(1);
-    int32_t *out = tl_alloc((size_t)numel_of(t) * sizeof *out);
-    if (st_read_i32(t, out, err, sizeof err)) printf("FAIL: %s\n", err), exit(1);
-    return out;
-}
+static fx_path tmp_path(const char *name) { return fx_join(tmp_dir, name); }
 
 static cJSON *read_json(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -111,76 +59,29 @@ static cJSON *read_json(const char *path) {
     return j;
 }
 
-static void write_json(const char *path, const cJSON *j) {
-    char *text = cJSON_Print(j);
-    FILE *f = fopen(path, "wb");
-    if (!f || fputs(text, f) < 0) printf("FAIL: cannot write %s\n", path), exit(1);
-    fclose(f);
-    free(text);
-}
-
 /* dir/ as a copy of a fixture folder: config.json written from cfg, every
  * other file (weights) a symlink. */
 static void make_model_copy(const char *dir, const char *from, const cJSON *cfg) {
-    static const char *files[] = {"model.safetensors", "model.safetensors.index.json",
-                                  "model-00001-of-00002.safetensors",
-                                  "model-00002-of-00002.safetensors"};
-    mkdir(dir, 0755);
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        path src = join(fixture(from).s, files[i]), dst = join(dir, files[i]);
-        if (access(src.s, R_OK) == 0 && symlink(src.s, dst.s))
-            printf("FAIL: symlink %s\n", dst.s), exit(1);
-    }
-    write_json(join(dir, "config.json").s, cfg);
+    fx_link_weights(dir, fixture(from).s);
+    fx_write_json(fx_join(dir, "config.json").s, cfg);
 }
 
 /* A fixture's config.json (or another json in its folder), parsed. */
 static cJSON *fixture_json(const char *folder, const char *file) {
-    return read_json(join(fixture(folder).s, file).s);
+    return read_json(fx_join(fixture(folder).s, file).s);
 }
 
 /* ---- comparisons ------------------------------------------------------------ */
 
-static float *download(const tensor *t) {
-    int64_t n = tensor_numel(t);
-    float *h = tl_alloc((size_t)n * sizeof *h);
-    if (t->dt != DT_F32) printf("FAIL: download of a %s tensor\n", dtype_name(t->dt)), exit(1);
-    t->be->download(h, t->data, (size_t)n * sizeof *h);
-    return h;
-}
-
-/* rel err over rows (of cols values) whose mask entry is 1 (mask NULL: all). */
-static double rel_rows(const float *out, const float *ref, const int32_t *mask, int64_t rows,
-                       int64_t cols) {
-    double num = 0, den = 0;
-    for (int64_t r = 0; r < rows; r++) {
-        if (mask && !mask[r]) continue;
-        for (int64_t j = 0; j < cols; j++) {
-            double d = (double)out[r * cols + j] - ref[r * cols + j];
-            num += d * d;
-            den += (double)ref[r * cols + j] * ref[r * cols + j];
-        }
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 /* A tensor (f32) against an expected fixture tensor of the same size. */
 static double vs_expected(const tensor *t, st_file *ex, const char *name, const int32_t *mask) {
     int64_t n;
-    float *ref = read_f32(ex, name, &n), *got = download(t);
-    double err = n == tensor_numel(t) ? rel_rows(got, ref, mask, n / tensor_cols(t),
-                                                 tensor_cols(t))
-                                      : INFINITY;
+    float *ref = fx_read_f32(ex, name, &n), *got = fx_download_f32(t);
+    double err = n == tensor_numel(t)
+                     ? fx_rel_rows(got, ref, mask, n / tensor_cols(t), tensor_cols(t))
+                     : INFINITY;
     free(ref), free(got);
     return err;
-}
-
-static void poison_tensor(tensor *t) {
-    int64_t n = tensor_numel(t);
-    float *h = tl_alloc((size_t)n * sizeof *h);
-    poison(h, n);
-    t->be->upload(t->data, h, (size_t)n * sizeof *h);
-    free(h);
 }
 
 /* ---- bad input (forked children) ---------------------------------------------- */
@@ -238,7 +139,7 @@ static void write_inputs(const char *dst, const char *folder, const input_edit *
     const int32_t *ids = e->ids;
     int64_t skip = e->skip;
     int ids32 = e->ids32;
-    st_file *in = open_st(join(fixture(folder).s, "inputs.safetensors").s);
+    st_file *in = fx_open_st(fx_join(fixture(folder).s, "inputs.safetensors").s);
     st_writer *w = st_writer_new();
     for (int i = 0; i < st_count(in); i++) {
         const st_tensor *t = st_at(in, i);
@@ -247,7 +148,7 @@ static void write_inputs(const char *dst, const char *folder, const input_edit *
             continue;
         }
         int64_t b = t->shape[0], len = t->shape[1], n = len - skip;
-        int32_t *v = read_i32(in, t->name);
+        int32_t *v = fx_read_i32(in, t->name, NULL);
         if (ids && !strcmp(t->name, "input_ids")) memcpy(v, ids, (size_t)(b * len) * sizeof *v);
         int is_ids32 = ids32 && !strcmp(t->name, "input_ids");
         int64_t *v64 = tl_alloc((size_t)(b * n) * sizeof *v64);
@@ -270,7 +171,7 @@ static void load_unknown_arch(void) {
 }
 
 static void check_bad_inputs(void) {
-    path llava_dir = fixture("llava"), inputs_file = fixture("llava/inputs.safetensors");
+    fx_path llava_dir = fixture("llava"), inputs_file = fixture("llava/inputs.safetensors");
     const char *llava = llava_dir.s, *inputs = inputs_file.s;
     copy_prefix(inputs, tmp_path("truncated.safetensors").s, 0.6);
     expect_forward_error("truncated inputs", llava, tmp_path("truncated.safetensors").s,
@@ -290,8 +191,8 @@ static void check_bad_inputs(void) {
     expect_forward_error("config missing a key", tmp_path("missing_key").s, inputs,
                          "vision_config.hidden_size");
 
-    st_file *in = open_st(inputs);
-    int32_t *ids = read_i32(in, "input_ids");
+    st_file *in = fx_open_st(inputs);
+    int32_t *ids = fx_read_i32(in, "input_ids", NULL);
     ids[10] = 100; /* one <image> (1739, positions 6..21) replaced by a word */
     write_inputs(tmp_path("one_image_token_less.safetensors").s, "llava",
                  &(input_edit){.ids = ids});
@@ -307,7 +208,7 @@ static void check_bad_inputs(void) {
 
 typedef struct parity_case {
     const char *name;
-    path dir;         /* the model folder */
+    fx_path dir;      /* the model folder */
     const char *data; /* the fixture folder with inputs / expected */
     dtype wdt;
 } parity_case;
@@ -320,16 +221,16 @@ typedef struct batch {
 } batch;
 
 static void batch_open(batch *b, const char *data) {
-    b->in = open_st(join(fixture(data).s, "inputs.safetensors").s);
-    b->ex = open_st(join(fixture(data).s, "expected.safetensors").s);
+    b->in = fx_open_st(fx_join(fixture(data).s, "inputs.safetensors").s);
+    b->ex = fx_open_st(fx_join(fixture(data).s, "expected.safetensors").s);
     const st_tensor *ids = st_find(b->in, "input_ids");
     b->B = ids->shape[0];
     b->T = ids->shape[1];
-    b->ids = read_i32(b->in, "input_ids");
-    b->mask = read_i32(b->in, "attention_mask");
-    b->labels = read_i32(b->in, "labels");
+    b->ids = fx_read_i32(b->in, "input_ids", NULL);
+    b->mask = fx_read_i32(b->in, "attention_mask", NULL);
+    b->labels = fx_read_i32(b->in, "labels", NULL);
     const st_tensor *px = st_find(b->in, "pixel_values");
-    float *pix = read_f32(b->in, "pixel_values", NULL);
+    float *pix = fx_read_f32(b->in, "pixel_values", NULL);
     b->px = tensor_wrap(pix, DT_F32, backend_cpu(), 4, px->shape);
 }
 
@@ -410,16 +311,16 @@ static void check_loss_and_grad(const parity_case *c, const mllm *m, arena *a, b
     decoder_forward(m->lm, a, embeds, b->mask, &o, &p);
     double e_logits = vs_expected(&p.logits, b->ex, "logits", b->mask);
     tensor dlogits = arena_tensor(a, DT_F32, 3, p.logits.shape);
-    poison_tensor(&dlogits);
+    fx_poison_tensor(&dlogits);
     double loss = decoder_lm_loss(a, &p.logits, b->labels, b->T, &dlogits);
     tensor d_embeds = arena_tensor(a, DT_F32, 3, embeds->shape);
-    poison_tensor(&d_embeds);
+    fx_poison_tensor(&d_embeds);
     decoder_backward(m->lm, a, &p, &dlogits, NULL, &d_embeds);
     tensor d_img = mllm_gather_image_rows(m, a, b->ids, b->B, b->T, &d_embeds);
     const char *key = m->arch == MLLM_LLAVA ? "image_features_grad"
                                             : "language_projection_output_grad";
     double e_grad = vs_expected(&d_img, b->ex, key, NULL);
-    float *ref_loss = read_f32(b->ex, "loss", NULL);
+    float *ref_loss = fx_read_f32(b->ex, "loss", NULL);
     double e_loss = fabs(loss - ref_loss[0]) / fabs(ref_loss[0]);
     CHECK(e_logits <= 1e-4, "%s: logits rel err %.2e", c->name, e_logits);
     CHECK(e_loss <= 1e-5, "%s: loss %.8f vs %.8f (rel %.2e)", c->name, loss, ref_loss[0], e_loss);
@@ -467,9 +368,9 @@ static void run_cli(const char *model, const char *inputs, const char *out, cons
 static double out_vs(st_file *out, const char *name, st_file *ex, const char *ex_name,
                      const int32_t *mask, int64_t rows) {
     const st_tensor *t = st_find(out, name), *r = st_find(ex, ex_name);
-    if (!t || !r || numel_of(t) != numel_of(r)) return INFINITY;
-    float *got = read_f32(out, name, NULL), *ref = read_f32(ex, ex_name, NULL);
-    double e = rel_rows(got, ref, mask, rows, numel_of(r) / rows);
+    if (!t || !r || fx_numel(t) != fx_numel(r)) return INFINITY;
+    float *got = fx_read_f32(out, name, NULL), *ref = fx_read_f32(ex, ex_name, NULL);
+    double e = fx_rel_rows(got, ref, mask, rows, fx_numel(r) / rows);
     free(got), free(ref);
     return e;
 }
@@ -479,14 +380,14 @@ static void check_cli_mllm(const char *name, const char *model, const char *data
                            const char *inputs, const char *img_key) {
     batch b;
     batch_open(&b, data);
-    path out_file = tmp_path("out.safetensors");
+    fx_path out_file = tmp_path("out.safetensors");
     const char *out = out_file.s;
     const char *layers[] = {NULL, "1", "-3"}, *keys[] = {"hidden_states.2", "hidden_states.1",
                                                           "hidden_states.0"};
     for (int k = 0; k < 3; k++) {
         unlink(out);
         run_cli(model, inputs, out, layers[k]);
-        st_file *o = open_st(out);
+        st_file *o = fx_open_st(out);
         int64_t rows = b.B * b.T;
         double e_log = out_vs(o, "logits", b.ex, "logits", b.mask, rows);
         double e_hid = out_vs(o, "hidden_states", b.ex, keys[k], b.mask, rows);
@@ -507,10 +408,10 @@ static void check_cli_mllm(const char *name, const char *model, const char *data
 }
 
 static void check_cli_clip(void) {
-    path out_file = tmp_path("clip_out.safetensors");
+    fx_path out_file = tmp_path("clip_out.safetensors");
     const char *out = out_file.s;
     run_cli(fixture("clip").s, fixture("clip/inputs.safetensors").s, out, NULL);
-    st_file *o = open_st(out), *ex = open_st(fixture("clip/expected.safetensors").s);
+    st_file *o = fx_open_st(out), *ex = fx_open_st(fixture("clip/expected.safetensors").s);
     static const char *names[][2] = {{"logits_per_image", "logits_per_image"},
                                      {"logits_per_text", "logits_per_text"},
                                      {"text_embeds", "text_embeds"},
@@ -537,12 +438,12 @@ static void check_cli_blip2_prepend(void) {
     cJSON_Delete(cfg);
     write_inputs(tmp_path("blip2_text.safetensors").s, "blip2",
                  &(input_edit){.skip = 8, .ids32 = 1});
-    path out_file = tmp_path("prepend_out.safetensors");
+    fx_path out_file = tmp_path("prepend_out.safetensors");
     const char *out = out_file.s;
     run_cli(tmp_path("blip2_prepend").s, tmp_path("blip2_text.safetensors").s, out, NULL);
     batch b;
     batch_open(&b, "blip2");
-    st_file *o = open_st(out);
+    st_file *o = fx_open_st(out);
     double e_log = out_vs(o, "logits", b.ex, "logits", b.mask, b.B * b.T);
     double e_loss = out_vs(o, "loss", b.ex, "loss", NULL, 1);
     CHECK(e_log <= 1e-4 && e_loss <= 1e-5,
@@ -559,7 +460,7 @@ static void check_cli_blip2_prepend(void) {
 static void rewrite_weights(const char *dir, const char *src, const char *const (*rules)[2],
                             int n_rules) {
     mkdir(dir, 0755);
-    st_file *in = open_st(fixture(src).s);
+    st_file *in = fx_open_st(fixture(src).s);
     st_writer *w = st_writer_new();
     for (int i = 0; i < st_count(in); i++) {
         const st_tensor *t = st_at(in, i);
@@ -573,7 +474,7 @@ static void rewrite_weights(const char *dir, const char *src, const char *const 
         }
     }
     char err[512];
-    if (st_writer_save(w, join(dir, "model.safetensors").s, err, sizeof err))
+    if (st_writer_save(w, fx_join(dir, "model.safetensors").s, err, sizeof err))
         printf("FAIL: %s\n", err), exit(1);
     st_writer_free(w);
     st_close(in);
@@ -588,10 +489,10 @@ static void make_v5_layout_copy(void) {
         {"lm_head.", "language_model.lm_head."},
         {"model.multi_modal_projector.", "multi_modal_projector."},
     };
-    path dir = tmp_path("llava_v5_layout");
+    fx_path dir = tmp_path("llava_v5_layout");
     rewrite_weights(dir.s, "llava/model.safetensors", rules, 4);
     cJSON *cfg = fixture_json("llava", "config.json");
-    write_json(join(dir.s, "config.json").s, cfg);
+    fx_write_json(fx_join(dir.s, "config.json").s, cfg);
     cJSON_Delete(cfg);
 }
 
@@ -605,7 +506,7 @@ static void make_plain_llama(const char *dir) {
     cJSON *text = cJSON_DetachItemFromObject(cfg, "text_config");
     cJSON_AddItemToObject(text, "architectures", cJSON_CreateStringArray(
                                                      (const char *[]){"LlamaForCausalLM"}, 1));
-    write_json(join(dir, "config.json").s, text);
+    fx_write_json(fx_join(dir, "config.json").s, text);
     cJSON_Delete(text), cJSON_Delete(cfg);
 }
 
@@ -619,7 +520,7 @@ static void check_cli_plain_llama(void) {
         if (b.ids[i] == 1739) b.ids[i] = (int32_t)(3 + i % 1000); /* text only */
     write_inputs(tmp_path("text_only.safetensors").s, "llava",
                  &(input_edit){.ids = b.ids, .no_pixels = 1});
-    path out_file = tmp_path("llama_out.safetensors");
+    fx_path out_file = tmp_path("llama_out.safetensors");
     const char *out = out_file.s;
     run_cli(tmp_path("llama_plain").s, tmp_path("text_only.safetensors").s, out, "1");
     /* the reference: the LLaVA folder's decoder through the API */
@@ -630,13 +531,13 @@ static void check_cli_plain_llama(void) {
     decoder_pass p;
     decoder_fwd_opts fo = {.want_logits = 1, .want_hidden = 1, .hidden_layer = 1};
     decoder_forward(m->lm, &a, &e, b.mask, &fo, &p);
-    float *ref_l = download(&p.logits), *ref_h = download(&p.hidden);
+    float *ref_l = fx_download_f32(&p.logits), *ref_h = fx_download_f32(&p.hidden);
     double ref_loss = decoder_lm_loss(&a, &p.logits, b.labels, b.T, NULL);
-    st_file *o = open_st(out);
-    float *got_l = read_f32(o, "logits", NULL), *got_h = read_f32(o, "hidden_states", NULL);
-    float *got_loss = read_f32(o, "loss", NULL);
-    double e_l = rel_rows(got_l, ref_l, b.mask, b.B * b.T, m->lm->cfg.vocab);
-    double e_h = rel_rows(got_h, ref_h, b.mask, b.B * b.T, m->lm->cfg.hidden);
+    st_file *o = fx_open_st(out);
+    float *got_l = fx_read_f32(o, "logits", NULL), *got_h = fx_read_f32(o, "hidden_states", NULL);
+    float *got_loss = fx_read_f32(o, "loss", NULL);
+    double e_l = fx_rel_rows(got_l, ref_l, b.mask, b.B * b.T, m->lm->cfg.vocab);
+    double e_h = fx_rel_rows(got_h, ref_h, b.mask, b.B * b.T, m->lm->cfg.hidden);
     double e_loss = fabs(got_loss[0] - ref_loss) / fabs(ref_loss);
     CHECK(e_l <= 1e-6 && e_h <= 1e-6 && e_loss <= 1e-6,
           "plain llama: logits %.2e, hidden_states.1 %.2e, loss %.2e", e_l, e_h, e_loss);
@@ -652,7 +553,7 @@ static void check_cli_plain_llama(void) {
 }
 
 static void check_cli(void) {
-    path llava_in = fixture("llava/inputs.safetensors");
+    fx_path llava_in = fixture("llava/inputs.safetensors");
     check_cli_mllm("llava", fixture("llava").s, "llava", llava_in.s, "image_features");
     check_cli_mllm("llava_oldkeys", fixture("llava_oldkeys").s, "llava", llava_in.s,
                    "image_features");

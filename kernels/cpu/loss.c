@@ -10,12 +10,6 @@
 
 #define IGNORE_INDEX (-100)
 
-static void *cpu_scratch(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    AIMC_CHECK(p != NULL, "cpu: out of memory allocating %zu bytes of scratch", bytes);
-    return p;
-}
-
 /* ---- cross-entropy ---------------------------------------------------- */
 
 /* Softmax cross-entropy of one row x[V] against class `target`; x is
@@ -126,7 +120,7 @@ static double dot_f64(const float *a, const float *b, int64_t n) {
 /* g[i, :] = dscale * (softmax(s r_i . c^T) - onehot(offset + i)); returns the
  * summed loss of the b rows (summed in row order). */
 static double infonce_logit_grads(const infonce_side *q, float *g, float s, float dscale) {
-    float *row_loss = cpu_scratch((size_t)q->b * sizeof(float));
+    float *row_loss = aimc_xmalloc((size_t)q->b * sizeof(float));
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < q->b; i++) {
         float *gi = g + i * q->N;
@@ -147,7 +141,7 @@ static void infonce_weighted_sums(float *out, int64_t n_out, const float *g, int
                                   float s) {
 #pragma omp parallel
     {
-        double *acc = cpu_scratch((size_t)D * sizeof(double));
+        double *acc = aimc_xmalloc((size_t)D * sizeof(double));
 #pragma omp for schedule(static)
         for (int64_t o = 0; o < n_out; o++) {
             for (int64_t d = 0; d < D; d++) acc[d] = 0.0;
@@ -184,7 +178,7 @@ static void cpu_infonce(tensor *loss, tensor *d_img, tensor *d_txt, tensor *d_im
     float s = expf(logit_scale);
     infonce_side i2t = {img->data, txt_all->data, d_img->data, d_txt_all->data, b, N, D, offset};
     infonce_side t2i = {txt->data, img_all->data, d_txt->data, d_img_all->data, b, N, D, offset};
-    float *g = cpu_scratch((size_t)b * (size_t)N * sizeof(float));
+    float *g = aimc_xmalloc((size_t)b * (size_t)N * sizeof(float));
     double d_ls = 0.0;
     double total = infonce_side_run(&i2t, g, s, dscale, &d_ls);
     total += infonce_side_run(&t2i, g, s, dscale, &d_ls);

@@ -38,21 +38,15 @@ static void rope_token(tensor *x, int64_t off, int64_t heads, int64_t hd, const 
     }
 }
 
-static void *rope_alloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    AIMC_CHECK(p, "rope: out of memory allocating %zu bytes", bytes);
-    return p;
-}
-
 static void cpu_rope(tensor *x, const tensor *pos, float theta, int inverse) {
     int64_t tokens = x->shape[0] * x->shape[1], heads = x->shape[2], hd = x->shape[3];
     int64_t half = hd / 2;
     const int32_t *p = (const int32_t *)pos->data;
-    float *inv_freq = rope_alloc((size_t)half * sizeof(float));
+    float *inv_freq = aimc_xmalloc((size_t)half * sizeof(float));
     rope_inv_freq(inv_freq, half, hd, theta);
 #pragma omp parallel if (tokens * heads * hd >= CPU_PARALLEL_MIN)
     {
-        float *cs = rope_alloc((size_t)half * 2 * sizeof(float)), *sn = cs + half;
+        float *cs = aimc_xmalloc((size_t)half * 2 * sizeof(float)), *sn = cs + half;
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < tokens; t++) {
             rope_angles(cs, sn, inv_freq, half, p[t], inverse);
