@@ -130,6 +130,9 @@ static int read_crop(const cJSON *root, preprocess_config *c, const json_ctx *j)
 }
 
 /* A list of 3 numbers, or one number for all channels. */
+#define PP_MAX_MEAN_STD 1e6
+#define PP_MIN_STD 1e-6
+
 static int read_triple(const cJSON *root, const char *key, double dst[3], int positive, const json_ctx *j) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!v || cJSON_IsNull(v)) return 0;
@@ -146,9 +149,12 @@ static int read_triple(const cJSON *root, const char *key, double dst[3], int po
     } else {
         ok = 0;
     }
-    for (int i = 0; i < 3; i++) ok &= !positive || t[i] > 0;
+    /* Bounded so that (pixel - mean) / std stays a finite float for every pixel. */
+    for (int i = 0; i < 3; i++)
+        ok &= fabs(t[i]) <= PP_MAX_MEAN_STD && (!positive || t[i] >= PP_MIN_STD);
     if (!ok) {
-        aimc_set_err(j->err, j->errlen, "%s: \"%s\" must be 3 numbers%s", j->where, key, positive ? " above 0" : "");
+        aimc_set_err(j->err, j->errlen, "%s: \"%s\" must be 3 numbers in %s", j->where, key,
+                     positive ? "[1e-6, 1e6]" : "[-1e6, 1e6]");
         return -1;
     }
     memcpy(dst, t, sizeof t);

@@ -48,18 +48,43 @@ static const char *trim_end(const char *begin, const char *end) {
     return end;
 }
 
+/* The quote closing the one at *q: '...' is literal; inside "..." a backslash
+ * escapes the next character (\" \\ and \n \r \t). NULL when unterminated. */
+static const char *find_closing_quote(const char *q, const char *end) {
+    for (const char *p = q + 1; p < end; p++) {
+        if (*q == '"' && *p == '\\' && p + 1 < end) p++;
+        else if (*p == *q) return p;
+    }
+    return NULL;
+}
+
+/* The text of a "..." value between begin and end with its escapes resolved. */
+static char *unescape_range(const char *begin, const char *end) {
+    char *d = dup_range(begin, (size_t)(end - begin)), *w = d;
+    for (const char *p = begin; p < end; p++) {
+        if (*p != '\\' || p + 1 == end) {
+            *w++ = *p;
+            continue;
+        }
+        p++;
+        *w++ = *p == 'n' ? '\n' : *p == 'r' ? '\r' : *p == 't' ? '\t' : *p;
+    }
+    *w = 0;
+    return d;
+}
+
 /* The value of one line from v (after '='): quoted, or up to a " #" comment. */
 static int parse_value(const char *v, const char *end, const char *where, int line, char **out, char *err,
                        size_t errlen) {
     v = skip_space(v, end);
     if (v < end && (*v == '"' || *v == '\'')) {
-        const char *close = memchr(v + 1, *v, (size_t)(end - v - 1));
+        const char *close = find_closing_quote(v, end);
         if (!close) return fail(err, errlen, "%s:%d: unterminated quote in value", where, line);
         const char *rest = skip_space(close + 1, end);
         if (rest < end && *rest != '#')
             return fail(err, errlen, "%s:%d: text after the closing quote: '%.*s'", where, line,
                         (int)(end - rest), rest);
-        *out = dup_range(v + 1, (size_t)(close - v - 1));
+        *out = *v == '"' ? unescape_range(v + 1, close) : dup_range(v + 1, (size_t)(close - v - 1));
         return 0;
     }
     const char *stop = v;
@@ -280,7 +305,7 @@ static void format_double(double v, char *buf, size_t n) {
 static int needs_quotes(const char *s) {
     if (!*s) return 0;
     if (isspace((unsigned char)s[0]) || isspace((unsigned char)s[strlen(s) - 1])) return 1;
-    return strchr(s, '#') || s[0] == '"' || s[0] == '\'';
+    return strpbrk(s, "#\n\r\t") || s[0] == '"' || s[0] == '\'';
 }
 
 static void add_option(strbuf *b, const arg_opt *o) {
@@ -291,7 +316,18 @@ static void add_option(strbuf *b, const arg_opt *o) {
     switch (o->type) {
     case ARG_STR: {
         const char *v = *(const char **)o->dest ? *(const char **)o->dest : "";
-        sb_add(b, needs_quotes(v) ? "%s = \"%s\"\n" : "%s = %s\n", key, v);
+        if (!needs_quotes(v)) {
+            sb_add(b, "%s = %s\n", key, v);
+            break;
+        }
+        sb_add(b, "%s = \"", key); /* escaped so that config_parse reads back v exactly */
+        for (const char *c = v; *c; c++) {
+            if (*c == '\n' || *c == '\r' || *c == '\t')
+                sb_add(b, "\\%c", *c == '\n' ? 'n' : *c == '\r' ? 'r' : 't');
+            else
+                sb_add(b, *c == '"' || *c == '\\' ? "\\%c" : "%c", *c);
+        }
+        sb_add(b, "\"\n");
         break;
     }
     case ARG_INT:

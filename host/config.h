@@ -8,7 +8,8 @@
  * - the key is an option name of the command (arg_opt.name without "--");
  *   '-' and '_' are the same in keys (max_text_tokens = max-text-tokens);
  * - the value runs to the end of the line or to a " #" comment; surrounding
- *   whitespace is dropped; "..." or '...' quote it (no escapes inside);
+ *   whitespace is dropped; "..." or '...' quote it ('...' is literal; inside "..." a backslash escapes
+ *   the next character: \" \\ and \n \r \t for newline, return, tab);
  * - flags (ARG_FLAG) take true/false, yes/no, on/off or 1/0;
  * - an unknown key, a repeated key, a line without '=' or a value of the
  *   wrong type is an error naming FILE:LINE, the key and the value.
