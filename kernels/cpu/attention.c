@@ -15,6 +15,10 @@ typedef struct attn_dims {
     int64_t batch, tq, tk, hq, hkv, hd;
 } attn_dims;
 
+/* Multiply-adds of the score and value products: below CPU_PARALLEL_MIN_FLOPS
+ * the call runs on one thread (OpenMP start-up costs more). */
+static int64_t attn_work(const attn_dims *d) { return d->batch * d->hq * d->tq * d->tk * d->hd; }
+
 static attn_dims attn_dims_of(const tensor *q, const tensor *k) {
     attn_dims d = {.batch = q->shape[0], .tq = q->shape[1], .hq = q->shape[2], .hd = q->shape[3]};
     d.tk = k->shape[1];
@@ -119,7 +123,7 @@ static void forward_head(tensor *out, tensor *lse, const tensor *q, const tensor
 static void cpu_attention(tensor *out, tensor *lse, const tensor *q, const tensor *k, const tensor *v,
                    const attn_opts *o) {
     attn_dims d = attn_dims_of(q, k);
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) if (attn_work(&d) >= CPU_PARALLEL_MIN_FLOPS)
     for (int64_t bh = 0; bh < d.batch * d.hq; bh++)
         forward_head(out, lse, q, k, v, o, &d, bh / d.hq, bh % d.hq);
 }
@@ -189,7 +193,7 @@ static void cpu_attention_backward(tensor *dq, tensor *dk, tensor *dv, const ten
                             const tensor *k, const tensor *v, const tensor *out, const tensor *lse,
                             const attn_opts *o) {
     attn_dims d = attn_dims_of(q, k);
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) if (attn_work(&d) >= CPU_PARALLEL_MIN_FLOPS)
     for (int64_t bk = 0; bk < d.batch * d.hkv; bk++)
         backward_kv_head(dq, dk, dv, dout, q, k, v, out, lse, o, &d, bk / d.hkv, bk % d.hkv);
 }

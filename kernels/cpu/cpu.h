@@ -18,4 +18,6 @@ void cpu_fill_optim(backend *b);      /* optim.c: adamw, sumsq */
 /* Below this many elements an elementwise op runs on one thread (OpenMP
  * start-up costs more). */
 #define CPU_PARALLEL_MIN 16384
+/* The same for multiply-add-bound ops (matmul, attention). */
+#define CPU_PARALLEL_MIN_FLOPS (1 << 18)
 #endif

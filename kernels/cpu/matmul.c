@@ -25,7 +25,7 @@ static inline float a_elem(const tensor *a, int trans_a, const mm_dims *d, int64
 /* dst[kk * NC + jj] = op(b)[k0 + kk, n0 + jj] as f32, for the kc x nc block. */
 static void pack_b_block(float *dst, const tensor *b, int trans_b, const mm_dims *d, int64_t k0,
                          int64_t kc, int64_t n0, int64_t nc) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (kc * nc >= CPU_PARALLEL_MIN)
     for (int64_t kk = 0; kk < kc; kk++) {
         float *row = dst + kk * NC;
         for (int64_t jj = 0; jj < nc; jj++) {
@@ -83,7 +83,7 @@ static void accumulate_rows(float *acc, const tensor *a, int trans_a, const mm_d
 /* acc[i, :] = beta * out[i, :] + bias (beta == 0 ignores out, which may hold garbage). */
 static void init_acc(float *acc, const tensor *out, const tensor *bias, float beta,
                      const mm_dims *d) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (d->m * d->n >= CPU_PARALLEL_MIN)
     for (int64_t i = 0; i < d->m; i++) {
         for (int64_t j = 0; j < d->n; j++) {
             float v = bias ? load_as_f32(bias->data, bias->dt, j) : 0.0f;
@@ -109,7 +109,7 @@ static void cpu_matmul(tensor *out, const tensor *a, const tensor *b, const tens
         for (int64_t k0 = 0; k0 < d.k; k0 += KC) {
             int64_t kc = d.k - k0 < KC ? d.k - k0 : KC;
             pack_b_block(bp, b, trans_b, &d, k0, kc, n0, nc);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (d.m * kc * nc >= CPU_PARALLEL_MIN_FLOPS)
             for (int64_t g = 0; g < groups + d.m % MR; g++) {
                 int64_t i0 = g < groups ? g * MR : groups * MR + (g - groups);
                 accumulate_rows(acc, a, trans_a, &d, bp, i0, g < groups ? MR : 1, k0, kc, n0, nc);
@@ -128,7 +128,7 @@ static void cpu_matmul(tensor *out, const tensor *a, const tensor *b, const tens
 static void cpu_bias_grad(tensor *db, const tensor *dy, float beta) {
     int64_t rows = tensor_rows_count(dy), n = tensor_cols(dy);
     enum { COLS = 64 };
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * n >= CPU_PARALLEL_MIN)
     for (int64_t j0 = 0; j0 < n; j0 += COLS) {
         int64_t nc = n - j0 < COLS ? n - j0 : COLS;
         double sum[COLS] = {0};
