@@ -1,7 +1,11 @@
 /* aimc export: a checkpoint's projector as a plain PyTorch state_dict in
  * safetensors (f32, names as in host/projector.h) or as a params-only flat
  * checkpoint, plus a JSON description next to it (OUT with its extension
- * replaced by .json: projector.safetensors -> projector.json). */
+ * replaced by .json: projector.safetensors -> projector.json). A checkpoint
+ * of the contrastive objective holds CLIP's heads instead (host/contrastive.h:
+ * visual_projection.weight, text_projection.weight, logit_scale, a partial
+ * CLIPModel state_dict); its JSON has projector_type "clip_heads", d_vision,
+ * d_text and d_proj. */
 #include "args.h"
 #include "checkpoint.h"
 #include "commands.h"
@@ -125,6 +129,17 @@ static const char *base_name(const char *path) {
     return s ? s + 1 : path;
 }
 
+/* "state_dict": {name: shape} of the parameters. */
+static void add_state_dict(cJSON *o, const ckpt_file *f) {
+    cJSON *sd = cJSON_AddObjectToObject(o, "state_dict");
+    for (int i = 0; i < f->n_tensors; i++) {
+        const ckpt_tensor *t = &f->tensors[i];
+        if (t->role != CKPT_ROLE_PARAM) continue;
+        cJSON *shape = cJSON_AddArrayToObject(sd, t->name);
+        for (int d = 0; d < t->ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->shape[d]));
+    }
+}
+
 static void add_projector_fields(cJSON *o, const ckpt_file *f, const projector_config *cfg) {
     cJSON_AddStringToObject(o, "projector_type", projector_type_name(cfg->type));
     cJSON_AddNumberToObject(o, "d_in", (double)cfg->d_in);
@@ -137,15 +152,30 @@ static void add_projector_fields(cJSON *o, const ckpt_file *f, const projector_c
         const char *eps = strstr(f->projector_text, "ln_eps=");
         cJSON_AddNumberToObject(o, "ln_eps", eps ? strtod(eps + 7, NULL) : (double)cfg->ln_eps);
     }
-    cJSON *sd = cJSON_AddObjectToObject(o, "state_dict");
-    for (int i = 0; i < f->n_tensors; i++) {
-        const ckpt_tensor *t = &f->tensors[i];
-        if (t->role != CKPT_ROLE_PARAM) continue;
-        cJSON *shape = cJSON_AddArrayToObject(sd, t->name);
-        for (int d = 0; d < t->ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->shape[d]));
-    }
+    add_state_dict(o, f);
 }
 
+/* Whether the checkpoint holds CLIP's contrastive heads ("type=clip_heads ..."). */
+static int is_clip_heads(const ckpt_file *f) {
+    const char *p = f->projector_text, *type = "type=clip_heads";
+    size_t n = strlen(type);
+    return !strncmp(p, type, n) && (p[n] == ' ' || !p[n]);
+}
+
+static void add_clip_heads_fields(cJSON *o, const ckpt_file *f) {
+    static const char *const sizes[] = {"d_vision", "d_text", "d_proj", NULL};
+    cJSON_AddStringToObject(o, "projector_type", "clip_heads");
+    for (int i = 0; sizes[i]; i++) {
+        char v[64];
+        if (lookup_word(f->projector_text, sizes[i], v, sizeof v))
+            cJSON_AddNumberToObject(o, sizes[i], strtod(v, NULL));
+        else
+            cJSON_AddNullToObject(o, sizes[i]);
+    }
+    add_state_dict(o, f);
+}
+
+/* cfg NULL: CLIP's heads (no aggregation layer, no projector_config). */
 static char *describe_json(const ckpt_file *f, const projector_config *cfg, const char *out,
                            const char *format) {
     static const char *const backbone_keys[] = {"backbone", "model", "name", NULL};
@@ -154,8 +184,13 @@ static char *describe_json(const ckpt_file *f, const projector_config *cfg, cons
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "format", "aimc-projector");
     add_lookup(o, "backbone", f, backbone_keys);
-    add_lookup(o, "layer", f, layer_keys);
-    add_projector_fields(o, f, cfg);
+    if (cfg) {
+        add_lookup(o, "layer", f, layer_keys);
+        add_projector_fields(o, f, cfg);
+    } else {
+        cJSON_AddNullToObject(o, "layer");
+        add_clip_heads_fields(o, f);
+    }
     cJSON_AddNumberToObject(o, "step", (double)f->step);
     cJSON_AddStringToObject(o, "weights", base_name(out));
     cJSON_AddStringToObject(o, "weights_format", format);
@@ -204,15 +239,17 @@ static int run_export(const char *ckpt, const export_cli *o) {
     ckpt_file *f = ckpt_open(path, NULL, err, sizeof err);
     if (!f) return export_fail(err);
     projector_config cfg;
-    int rc = projector_config_parse(f->projector_text, &cfg, err, sizeof err);
+    int heads = is_clip_heads(f);
+    int rc = heads ? 0 : projector_config_parse(f->projector_text, &cfg, err, sizeof err);
     if (!rc && !strcmp(o->format, "bin")) rc = write_flat(f, o->out, err, sizeof err);
     else if (!rc) rc = write_safetensors(f, o->out, err, sizeof err);
-    char *json = rc ? NULL : describe_json(f, &cfg, o->out, o->format);
+    char *json = rc ? NULL : describe_json(f, heads ? NULL : &cfg, o->out, o->format);
     json_path(o->out, jpath, sizeof jpath);
     if (json) rc = write_text_atomic(jpath, json, err, sizeof err);
     if (!rc)
-        printf("aimc export: %s (step %llu, %s projector) -> %s and %s\n", path,
-               (unsigned long long)f->step, projector_type_name(cfg.type), o->out, jpath);
+        printf("aimc export: %s (step %llu, %s%s) -> %s and %s\n", path, (unsigned long long)f->step,
+               heads ? "CLIP contrastive heads" : projector_type_name(cfg.type), heads ? "" : " projector",
+               o->out, jpath);
     free(json);
     ckpt_close(f);
     return rc ? export_fail(err) : 0;

@@ -1,6 +1,7 @@
 /* aimc train: trains an AIM projector on a frozen LLaVA / BLIP-2 backbone
- * with the LM objective (host/train.h). Settings: defaults, then --config
- * FILE (key = value, host/config.h), then the command line. */
+ * with the LM objective, or CLIP's projection heads with the contrastive one
+ * (host/train.h). Settings: defaults, then --config FILE (key = value,
+ * host/config.h), then the command line. */
 #include "args.h"
 #include "commands.h"
 #include "config.h"
@@ -13,7 +14,9 @@ static const char *const train_usage =
     "aimc train --model DIR --data SPEC --out DIR [--config FILE] [options]";
 static const char *const train_summary =
     "Trains the AIM projector (the only trainable part) on a frozen multimodal LLM with the\n"
-    "LM loss on the query's target tokens. Checkpoints (projector, AdamW state, every rank's\n"
+    "LM loss on the query's target tokens (--objective lm), or CLIP's projection heads and\n"
+    "logit_scale on its frozen towers with the InfoNCE loss over the global batch of\n"
+    "image-caption pairs (--objective contrastive). Checkpoints (parameters, AdamW state, every rank's\n"
     "data position) go to OUT every --save-every steps and at the end; --resume continues\n"
     "from OUT/latest exactly. Every option is also a config key (max_text_tokens = 32);\n"
     "the command line wins over --config. Launch several ranks with mpirun, srun or\n"
@@ -47,6 +50,7 @@ int cmd_train(int argc, char **argv) {
         return rc;
     }
     int npos = args_parse(argc, argv, train_usage, train_summary, opts, n);
+    train_config_resolve(&c); /* the objective's defaults, now that it is known */
     char err[1024];
     if (npos) {
         snprintf(err, sizeof err, "unexpected argument '%s'", argv[1]);

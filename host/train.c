@@ -1,14 +1,13 @@
-/* AIM projector training: configuration, setup and the step loop (train.h).
- * Checkpoints, resume and the metrics file are in train_state.c. */
+/* aimc train: configuration, setup, the step loop and reporting, shared by
+ * the objectives (train.h; train_lm.c, train_contrastive.c). Checkpoints,
+ * resume and the metrics file are in train_state.c. */
 #include "train.h"
 #include "../data/loader.h"
-#include "../data/preprocess.h"
 #include "../data/tokenizer.h"
 #include "../kernels/check.h"
 #include "backend.h"
 #include "config.h"
 #include "dist.h"
-#include "mllm.h"
 #include "train_impl.h"
 #include <errno.h>
 #include <math.h>
@@ -29,8 +28,9 @@ double train_now(void) {
 
 void train_config_default(train_config *c) {
     memset(c, 0, sizeof *c);
+    c->objective = "lm";
     c->backbone = "";
-    c->format = "mmc4";
+    c->format = ""; /* the objective's (train_config_resolve) */
     c->out = "out";
     c->projector = "linear";
     c->schedule = "cosine";
@@ -43,7 +43,7 @@ void train_config_default(train_config *c) {
     c->steps = 100;
     c->batch = 4;
     c->accum = 1;
-    c->k = 2;
+    c->k = -1; /* the objective's (train_config_resolve) */
     c->layer = -1;
     c->warmup = 0;
     c->save_every = 100;
@@ -68,19 +68,23 @@ void train_config_default(train_config *c) {
 int train_config_options(train_config *c, arg_opt *o) {
     const arg_opt table[] = {
         {"--config", ARG_STR, &c->config, "key = value file (configs/*.conf); command-line options win"},
-        {"--model", ARG_STR, &c->model, "Hugging Face folder of the frozen LLaVA / BLIP-2 backbone"},
+        {"--objective", ARG_STR, &c->objective,
+         "lm (the AIM projector on LLaVA / BLIP-2) or contrastive (CLIP's projection heads)"},
+        {"--model", ARG_STR, &c->model, "Hugging Face folder of the frozen LLaVA / BLIP-2 / CLIP backbone"},
         {"--backbone", ARG_STR, &c->backbone,
          "backbone name for checkpoints and exports (empty: the folder's name)"},
         {"--data", ARG_STR, &c->data, "training shards: paths, globs or ranges (dir/{00000..00009}.tar)"},
-        {"--format", ARG_STR, &c->format, "shard format: mmc4 (documents), laion (pairs) or auto"},
+        {"--format", ARG_STR, &c->format,
+         "shard format: mmc4 (documents), laion (pairs) or auto (empty: mmc4 for lm, laion for contrastive)"},
         {"--out", ARG_STR, &c->out, "output folder: checkpoints, metrics.jsonl, config.conf"},
         {"--steps", ARG_INT, &c->steps,
          "optimizer steps in total (a resumed run counts from its checkpoint)"},
         {"--until", ARG_INT, &c->until,
          "stop after this step (0 = --steps); the schedule still spans --steps"},
-        {"--batch", ARG_INT, &c->batch, "episodes per rank per micro-batch"},
-        {"--accum", ARG_INT, &c->accum, "micro-batches per step (gradient accumulation)"},
-        {"--k", ARG_INT, &c->k, "demonstrations per episode (>= 1)"},
+        {"--batch", ARG_INT, &c->batch, "episodes (contrastive: pairs) per rank per micro-batch"},
+        {"--accum", ARG_INT, &c->accum, "micro-batches per step (gradient accumulation; lm only)"},
+        {"--k", ARG_INT, &c->k,
+         "demonstrations per episode (-1: 2 for lm, 0 for contrastive, which takes only 0)"},
         {"--layer", ARG_INT, &c->layer, "hidden_states index aggregated (-1 = last, after the final norm)"},
         {"--projector", ARG_STR, &c->projector, "linear, linear_ln or mlp"},
         {"--proj-hidden", ARG_INT, &c->proj_hidden, "mlp hidden width (0 = the model width)"},
@@ -124,8 +128,7 @@ int train_config_options(train_config *c, arg_opt *o) {
     return n;
 }
 
-static int bad(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int bad(char *err, size_t errlen, const char *fmt, ...) {
+int train_bad(char *err, size_t errlen, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
@@ -137,20 +140,35 @@ static int format_ok(const char *f) {
     return !strcmp(f, "mmc4") || !strcmp(f, "laion") || !strcmp(f, "auto");
 }
 
+/* The objective named by --objective, or NULL. */
+static const train_objective *objective_by_name(const char *name) {
+    if (!strcmp(name, train_objective_lm.name)) return &train_objective_lm;
+    if (!strcmp(name, train_objective_contrastive.name)) return &train_objective_contrastive;
+    return NULL;
+}
+
+void train_config_resolve(train_config *c) {
+    int contrastive = !strcmp(c->objective, "contrastive");
+    if (c->k < 0) c->k = contrastive ? 0 : 2;
+    if (!*c->format) c->format = contrastive ? "laion" : "mmc4";
+}
+
 static int check_names(const train_config *c, char *err, size_t errlen) {
+    if (!objective_by_name(c->objective))
+        return train_bad(err, errlen, "--objective must be lm or contrastive, got '%s'", c->objective);
     if (!c->model || !*c->model)
-        return bad(err, errlen, "--model DIR is required (or model = DIR in --config)");
+        return train_bad(err, errlen, "--model DIR is required (or model = DIR in --config)");
     if (!c->data || !*c->data)
-        return bad(err, errlen, "--data SPEC is required (or data = SPEC in --config)");
-    if (!c->out || !*c->out) return bad(err, errlen, "--out DIR must not be empty");
+        return train_bad(err, errlen, "--data SPEC is required (or data = SPEC in --config)");
+    if (!c->out || !*c->out) return train_bad(err, errlen, "--out DIR must not be empty");
     if (!format_ok(c->format))
-        return bad(err, errlen, "--format must be mmc4, laion or auto, got '%s'", c->format);
+        return train_bad(err, errlen, "--format must be mmc4, laion or auto, got '%s'", c->format);
     if (projector_type_parse(c->projector) < 0)
-        return bad(err, errlen, "--projector must be linear, linear_ln or mlp, got '%s'", c->projector);
+        return train_bad(err, errlen, "--projector must be linear, linear_ln or mlp, got '%s'", c->projector);
     if (lr_kind_parse(c->schedule) < 0)
-        return bad(err, errlen, "--schedule must be cosine or constant, got '%s'", c->schedule);
+        return train_bad(err, errlen, "--schedule must be cosine or constant, got '%s'", c->schedule);
     if (strcmp(c->device, "cpu") && strcmp(c->device, "cuda"))
-        return bad(err, errlen, "--device must be cpu or cuda, got '%s'", c->device);
+        return train_bad(err, errlen, "--device must be cpu or cuda, got '%s'", c->device);
     return 0;
 }
 
@@ -166,7 +184,7 @@ static int check_ints(const train_config *c, char *err, size_t errlen) {
         {"--until", c->until, 0, big},
         {"--batch", c->batch, 1, 1 << 16},
         {"--accum", c->accum, 1, 1 << 16},
-        {"--k", c->k, 1, 1024},
+        {"--k", c->k, 0, 1024},
         {"--proj-hidden", c->proj_hidden, 0, big},
         {"--warmup", c->warmup, 0, big},
         {"--seed", c->seed, 0, INT64_MAX},
@@ -184,40 +202,64 @@ static int check_ints(const train_config *c, char *err, size_t errlen) {
     };
     for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
         if (r[i].v < r[i].lo || r[i].v > r[i].hi)
-            return bad(err, errlen, "%s must be in [%lld, %lld], got %lld", r[i].name, (long long)r[i].lo,
-                       (long long)r[i].hi, (long long)r[i].v);
+            return train_bad(err, errlen, "%s must be in [%lld, %lld], got %lld", r[i].name,
+                             (long long)r[i].lo, (long long)r[i].hi, (long long)r[i].v);
     if (c->batch * c->accum > (1 << 16))
-        return bad(err, errlen, "--batch x --accum = %lld episodes per step is too many (at most 65536)",
-                   (long long)(c->batch * c->accum));
+        return train_bad(err, errlen,
+                         "--batch x --accum = %lld episodes per step is too many (at most 65536)",
+                         (long long)(c->batch * c->accum));
     return 0;
 }
 
 static int check_floats(const train_config *c, char *err, size_t errlen) {
     if (!(isfinite(c->lr) && c->lr >= 0))
-        return bad(err, errlen, "--lr must be finite and >= 0, got %g", c->lr);
+        return train_bad(err, errlen, "--lr must be finite and >= 0, got %g", c->lr);
     if (!(isfinite(c->min_lr) && c->min_lr >= 0 && c->min_lr <= c->lr))
-        return bad(err, errlen, "--min-lr must be in [0, --lr = %g], got %g", c->lr, c->min_lr);
+        return train_bad(err, errlen, "--min-lr must be in [0, --lr = %g], got %g", c->lr, c->min_lr);
     if (!(isfinite(c->weight_decay) && c->weight_decay >= 0))
-        return bad(err, errlen, "--weight-decay must be finite and >= 0, got %g", c->weight_decay);
+        return train_bad(err, errlen, "--weight-decay must be finite and >= 0, got %g", c->weight_decay);
     if (!(c->beta1 >= 0 && c->beta1 < 1))
-        return bad(err, errlen, "--beta1 must be in [0, 1), got %g", c->beta1);
+        return train_bad(err, errlen, "--beta1 must be in [0, 1), got %g", c->beta1);
     if (!(c->beta2 >= 0 && c->beta2 < 1))
-        return bad(err, errlen, "--beta2 must be in [0, 1), got %g", c->beta2);
+        return train_bad(err, errlen, "--beta2 must be in [0, 1), got %g", c->beta2);
     if (!(isfinite(c->adam_eps) && c->adam_eps > 0))
-        return bad(err, errlen, "--adam-eps must be finite and > 0, got %g", c->adam_eps);
+        return train_bad(err, errlen, "--adam-eps must be finite and > 0, got %g", c->adam_eps);
     if (!(isfinite(c->clip) && c->clip >= 0))
-        return bad(err, errlen, "--clip must be finite and >= 0, got %g", c->clip);
+        return train_bad(err, errlen, "--clip must be finite and >= 0, got %g", c->clip);
     if (!(c->sim_threshold >= -1 && c->sim_threshold <= 1))
-        return bad(err, errlen, "--sim-threshold must be in [-1, 1], got %g", c->sim_threshold);
+        return train_bad(err, errlen, "--sim-threshold must be in [-1, 1], got %g", c->sim_threshold);
     if (!(isfinite(c->dist_timeout) && c->dist_timeout >= 0))
-        return bad(err, errlen, "--dist-timeout must be finite and >= 0, got %g", c->dist_timeout);
+        return train_bad(err, errlen, "--dist-timeout must be finite and >= 0, got %g", c->dist_timeout);
+    return 0;
+}
+
+/* What one objective needs of the shared settings. */
+static int check_objective(const train_config *c, char *err, size_t errlen) {
+    if (strcmp(c->objective, "contrastive")) {
+        if (c->k < 1)
+            return train_bad(err, errlen, "--k must be >= 1 for --objective lm, got %lld", (long long)c->k);
+        return 0;
+    }
+    if (c->k != 0)
+        return train_bad(err, errlen,
+                         "--objective contrastive trains on image-caption pairs: --k must be 0, got %lld",
+                         (long long)c->k);
+    if (c->accum != 1)
+        return train_bad(err, errlen,
+                         "--objective contrastive takes no gradient accumulation (--accum must be 1, got "
+                         "%lld): its negatives are the step's whole batch, so micro-batches would change "
+                         "the loss; raise --batch instead",
+                         (long long)c->accum);
     return 0;
 }
 
 int train_config_check(const train_config *c, char *err, size_t errlen) {
-    if (check_names(c, err, errlen) || check_ints(c, err, errlen) || check_floats(c, err, errlen)) return -1;
+    if (check_names(c, err, errlen) || check_ints(c, err, errlen) || check_floats(c, err, errlen) ||
+        check_objective(c, err, errlen))
+        return -1;
     if (!strstr(c->target_template, "{caption}"))
-        return bad(err, errlen, "--target-template must contain {caption}, got '%s'", c->target_template);
+        return train_bad(err, errlen, "--target-template must contain {caption}, got '%s'",
+                         c->target_template);
     return 0;
 }
 
@@ -241,25 +283,20 @@ static void base_name(const char *dir, char *out, size_t n) {
     snprintf(out, n, "%.*s", (int)(len - start), dir + start);
 }
 
-/* One GPU per rank on a node: the cuda backend opens device 0, so before its
- * first call this rank's GPU is made the only visible one, the local_rank-th
- * of CUDA_VISIBLE_DEVICES (or of all GPUs when it is unset). A list of one
- * entry (a launcher that binds GPUs per task, e.g. srun --gpus-per-task=1) is
- * left as it is. */
-static void pick_gpu(const trainer *t) {
+/* One GPU per rank on a node: the cuda backend opens the AIMC_CUDA_DEVICE-th
+ * visible GPU (modulo their count; kernels/cuda/backend_cuda.cu), so before
+ * its first call this rank asks for the local_rank-th, which the dist layer
+ * knows for every launcher (LOCAL_RANK alone is torchrun's). The visible set
+ * is left alone: narrowing CUDA_VISIBLE_DEVICES per rank would keep NCCL
+ * from using CUDA IPC between the ranks' GPUs. A launcher that binds one GPU
+ * per task (srun --gpus-per-task=1) leaves one visible: index 0 whatever the
+ * local rank. An AIMC_CUDA_DEVICE the user set wins. */
+static void select_gpu(const trainer *t) {
     int local = dist_local_rank();
-    if (strcmp(t->cfg->device, "cuda") || t->world == 1 || local < 0) return;
-    const char *list = getenv("CUDA_VISIBLE_DEVICES");
-    char pick[64];
-    if (!list || !*list) {
-        snprintf(pick, sizeof pick, "%d", local);
-    } else {
-        const char *s = list;
-        for (int i = 0; i < local && s; i++) s = strchr(s, ',') ? strchr(s, ',') + 1 : NULL;
-        if (!strchr(list, ',') || !s) return; /* one entry, or fewer entries than local ranks */
-        snprintf(pick, sizeof pick, "%.*s", (int)strcspn(s, ","), s);
-    }
-    setenv("CUDA_VISIBLE_DEVICES", pick, 1);
+    if (strcmp(t->cfg->device, "cuda") || local < 0 || getenv("AIMC_CUDA_DEVICE")) return;
+    char index[32];
+    snprintf(index, sizeof index, "%d", local);
+    setenv("AIMC_CUDA_DEVICE", index, 1);
 }
 
 /* Device gradients are summed by NCCL when every rank has it, else through
@@ -274,51 +311,19 @@ static void open_nccl(trainer *t) {
                *err ? " (" : "", err, *err ? ")" : "");
 }
 
+/* The device, then the objective's backbone and trainable parameters. */
 static int load_backbone(trainer *t, char *err, size_t errlen) {
     train_config *c = t->cfg;
-    pick_gpu(t);
+    select_gpu(t);
     t->be = backend_by_name(c->device);
     open_nccl(t);
-    t->mllm = mllm_load(c->model, t->be, t->be->act_dtype);
-    t->tok = tokenizer_load(c->model, err, errlen);
-    if (!t->tok) return -1;
-    if (preprocess_config_load(&t->pp, c->model, err, errlen)) return -1;
-    const decoder *lm = mllm_decoder(t->mllm);
-    int64_t layers = lm->cfg.layers;
-    if (c->layer < -(layers + 1) || c->layer > layers)
-        return bad(err, errlen, "--layer %lld is outside [-%lld, %lld] for %s (%lld decoder layers)",
-                   (long long)c->layer, (long long)(layers + 1), (long long)layers, c->model,
-                   (long long)layers);
     char *name = t->backbone_name;
     if (*c->backbone)
         snprintf(name, sizeof t->backbone_name, "%s", c->backbone);
     else
         base_name(c->model, name, sizeof t->backbone_name);
     c->backbone = name; /* the resolved config names it (aimc export reads it) */
-    /* the identity a checkpoint is bound to: the aggregation layer is part of it */
-    snprintf(t->backbone_text, sizeof t->backbone_text,
-             "name=%s arch=%s lm=%s d_model=%lld layers=%lld vocab=%lld image_tokens=%lld layer=%lld", name,
-             t->mllm->arch == MLLM_LLAVA ? "llava" : "blip2", lm->cfg.arch == DEC_LLAMA ? "llama" : "opt",
-             (long long)mllm_d_model(t->mllm), (long long)layers, (long long)lm->cfg.vocab,
-             (long long)mllm_tokens_per_image(t->mllm),
-             (long long)(c->layer < 0 ? layers + 1 + c->layer : c->layer));
-    return 0;
-}
-
-static void make_projector(trainer *t) {
-    const train_config *c = t->cfg;
-    int64_t d = mllm_d_model(t->mllm);
-    projector_config pc = {.type = (projector_type)projector_type_parse(c->projector),
-                           .d_in = d,
-                           .d_out = d,
-                           .d_hidden = c->proj_hidden,
-                           .ln_eps = 1e-5f,
-                           .seed = (uint64_t)c->seed};
-    char err[256];
-    if (projector_config_check(&pc, err, sizeof err)) aimc_die("train: projector: %s", err);
-    projector_init(&t->proj, t->be, &pc);
-    projector_describe(&pc, t->projector_text, sizeof t->projector_text);
-    t->am = (aim_model){.mllm = t->mllm, .proj = &t->proj, .layer = c->layer};
+    return t->obj->load(t, err, errlen);
 }
 
 static void make_schedule(trainer *t) {
@@ -341,8 +346,8 @@ static int expand_shards(trainer *t, char *err, size_t errlen) {
     t->n_shards = shard_expand(t->cfg->data, &t->shards, err, errlen);
     if (t->n_shards < 0) return -1;
     if (t->n_shards < t->world)
-        return bad(err, errlen, "--data has %lld shard%s for %d ranks: every rank needs at least one",
-                   (long long)t->n_shards, t->n_shards == 1 ? "" : "s", t->world);
+        return train_bad(err, errlen, "--data has %lld shard%s for %d ranks: every rank needs at least one",
+                         (long long)t->n_shards, t->n_shards == 1 ? "" : "s", t->world);
     return 0;
 }
 
@@ -437,11 +442,11 @@ static int make_out_dir(const char *dir, char *err, size_t errlen) {
         if (*p != '/') continue;
         *p = 0;
         if (mkdir(path, 0777) && errno != EEXIST)
-            return bad(err, errlen, "cannot create %s: %s", path, strerror(errno));
+            return train_bad(err, errlen, "cannot create %s: %s", path, strerror(errno));
         *p = '/';
     }
     if (mkdir(path, 0777) && errno != EEXIST)
-        return bad(err, errlen, "cannot create --out %s: %s", path, strerror(errno));
+        return train_bad(err, errlen, "cannot create --out %s: %s", path, strerror(errno));
     return 0;
 }
 
@@ -470,31 +475,14 @@ static void print_config(const trainer *t) {
     if (t->world > 1)
         printf(" (launcher %s, transport %s, collective timeout %g s)", dist_launcher_name(d->launcher),
                dist_transport_name(d->transport), d->timeout_s);
-    printf(", device %s\naimc train: backbone %s\naimc train: projector %s (%lld parameters)\n", t->be->name,
-           t->backbone_text, t->projector_text, (long long)projector_numel(&t->proj));
+    printf(", device %s, objective %s\naimc train: backbone %s\naimc train: %s %s (%lld parameters)\n",
+           t->be->name, t->obj->name, t->backbone_text, t->obj->trainable, t->projector_text,
+           (long long)projector_numel(t->params));
     print_config_words(t->config_text);
     fflush(stdout);
 }
 
 /* ---- the step ----------------------------------------------------------------------- */
-
-typedef struct step_result {
-    double loss_sum, targets, tokens, episodes; /* global */
-    double norm, lr;
-    double t_data, t_compute, t_comm, t_total;
-    int skipped, some_rank_bad; /* some rank's own loss or gradient was non-finite */
-} step_result;
-
-/* LM input positions an episode costs: each demonstration's native sequence
- * and the query sequence with the fused tokens (tokens/s in the progress line). */
-static double episode_positions(const episode *e, int64_t image_tokens) {
-    double n = 0, fused = 0;
-    for (int i = 0; i < e->k; i++) {
-        n += (double)(1 + image_tokens + e->items[i].n_tokens);
-        fused += (double)e->items[i].n_tokens;
-    }
-    return n + 1 + fused + (double)image_tokens + (double)e->items[e->k].n_tokens;
-}
 
 static void fetch_episodes(trainer *t, episode *eps, int64_t n) {
     char err[1024];
@@ -510,46 +498,26 @@ static void free_episodes(episode *eps, int64_t n) {
     for (int64_t i = 0; i < n; i++) episode_free(&eps[i]);
 }
 
-/* Sums every projector gradient over ranks (rank order: deterministic). */
-static void allreduce_grads(trainer *t, int64_t step) {
-    if (t->world == 1) return;
-    for (int i = 0; i < t->proj.n_params; i++) {
-        tensor *g = &t->proj.params[i].grad;
-        if (!strcmp(g->be->name, "cpu") || t->use_nccl) {
-            dist_allreduce_tensor(g, step);
-            continue;
-        }
-        size_t bytes = tensor_bytes(g); /* no NCCL: through host memory */
-        float *host = malloc(bytes);
-        AIMC_CHECK(host, "train: out of host memory (%zu bytes)", bytes);
-        g->be->download(host, g->data, bytes);
-        dist_allreduce_sum(host, tensor_numel(g), DIST_F32, step);
-        g->be->upload(g->data, host, bytes);
-        free(host);
-    }
-}
-
-/* Test hook: AIMC_TEST_TRAIN_NAN_STEPS=3,4 poisons rank 0's gradient at those steps. */
-static void maybe_poison(trainer *t, int64_t step) {
+void train_test_poison(const trainer *t, int64_t step, int every_rank) {
     const char *spec = getenv("AIMC_TEST_TRAIN_NAN_STEPS");
-    if (!spec || t->rank != 0) return;
+    if (!spec || (t->rank != 0 && !every_rank)) return;
     for (const char *s = spec; *s;) {
         char *end;
         long long v = strtoll(s, &end, 10);
         if (end == s) return;
         if (v == step) {
             float nan_value = NAN;
-            t->be->upload(t->proj.params[0].grad.data, &nan_value, sizeof nan_value);
+            t->be->upload(t->params->params[0].grad.data, &nan_value, sizeof nan_value);
             return;
         }
         s = *end ? end + 1 : end;
     }
 }
 
-static void name_bad_episodes(const trainer *t, const episode *eps, int64_t n, int64_t step,
-                              double local_loss) {
+void train_name_bad_episodes(const trainer *t, const episode *eps, int64_t n, int64_t step,
+                             const char *what) {
     fprintf(stderr, "aimc train: step %lld: rank %d: non-finite %s; its episodes:", (long long)step, t->rank,
-            isfinite(local_loss) ? "gradient (loss finite here)" : "loss");
+            what);
     for (int64_t i = 0; i < n; i++) {
         const episode *e = &eps[i];
         fprintf(stderr, " %s", e->items[e->k].source ? e->items[e->k].source : "?");
@@ -557,73 +525,13 @@ static void name_bad_episodes(const trainer *t, const episode *eps, int64_t n, i
     fprintf(stderr, "\n");
 }
 
-/* Forward + backward of every micro-batch; returns the local loss sum. */
-static double run_micro_batches(trainer *t, episode *eps, float dscale) {
-    const train_config *c = t->cfg;
-    double loss = 0;
-    for (int64_t m = 0; m < c->accum; m++) {
-        arena_reset(&t->work);
-        loss += aim_batch_step(&t->am, &t->work, eps + m * c->batch, (int)c->batch, dscale, 1);
-    }
-    return loss;
-}
-
-/* Forward + backward of this rank's episodes with the global mean's scale;
- * returns the local loss sum, *targets the global target count. */
-static double gradient_pass(trainer *t, episode *eps, int64_t n, int64_t step, int64_t *targets,
-                            step_result *r) {
-    double t0 = train_now();
-    *targets = aim_count_targets(eps, (int)n);
-    dist_allreduce_sum(targets, 1, DIST_I64, step); /* before any backward: dscale = 1 / it */
-    double t1 = train_now();
-    AIMC_CHECK(*targets > 0, "train: step %lld has no target token (episodes always have one)",
-               (long long)step);
-    projector_zero_grad(&t->proj);
-    double local = run_micro_batches(t, eps, (float)(1.0 / (double)*targets));
-    maybe_poison(t, step);
-    r->t_comm += t1 - t0;
-    r->t_compute += train_now() - t1;
-    return local;
-}
-
-/* Sums gradients and statistics over ranks, then the optimizer step (skipped
- * when the loss or the gradient norm is not finite). */
-static void update_pass(trainer *t, episode *eps, int64_t n, int64_t step, double local, step_result *r) {
-    double t0 = train_now();
-    /* whether this rank's own part is already bad, to name its episodes */
-    int local_bad = !isfinite(local) || !isfinite(projector_sumsq(&t->proj));
-    double stats[3] = {local, 0, local_bad};
-    for (int64_t i = 0; i < n; i++) stats[1] += episode_positions(&eps[i], mllm_tokens_per_image(t->mllm));
-    allreduce_grads(t, step);
-    dist_allreduce_sum(stats, 3, DIST_F64, step);
-    double t1 = train_now();
-    r->lr = lr_at(&t->sched, step);
-    r->loss_sum = stats[0];
-    r->tokens = stats[1];
-    r->some_rank_bad = stats[2] > 0;
-    r->norm = NAN;
-    if (isfinite(r->loss_sum)) {
-        t->adam.step = (int64_t)t->prog.opt_step + 1;
-        r->norm = projector_step(&t->proj, &t->adam, (float)r->lr, (float)t->cfg->clip);
-    }
-    r->skipped = !isfinite(r->loss_sum) || !isfinite(r->norm);
-    if (r->skipped && local_bad) name_bad_episodes(t, eps, n, step, local);
-    if (r->skipped && !r->some_rank_bad && t->rank == 0)
-        fprintf(stderr, "aimc train: step %lld: every rank's gradient was finite, their sum is not\n",
-                (long long)step);
-    r->t_comm += t1 - t0;
-    r->t_compute += train_now() - t1;
-}
-
 static void run_step(trainer *t, episode *eps, int64_t step, step_result *r) {
-    int64_t n = t->cfg->batch * t->cfg->accum, targets;
+    int64_t n = t->cfg->batch * t->cfg->accum;
     memset(r, 0, sizeof *r);
     double t0 = train_now();
     fetch_episodes(t, eps, n);
     r->t_data = train_now() - t0;
-    double local = gradient_pass(t, eps, n, step, &targets, r);
-    update_pass(t, eps, n, step, local, r);
-    r->targets = (double)targets;
+    t->obj->step(t, eps, n, step, r);
     r->episodes = (double)(n * t->world);
     r->t_total = train_now() - t0;
     free_episodes(eps, n);
@@ -659,11 +567,11 @@ static void write_metrics(trainer *t, const step_result *r, int64_t step) {
     if (!t->metrics) return;
     FILE *f = t->metrics;
     fprintf(f, "{\"step\":%lld", (long long)step);
-    json_number(f, "loss", r->loss_sum / r->targets);
+    json_number(f, "loss", r->loss);
     json_number(f, "lr", r->lr);
     json_number(f, "grad_norm", r->norm);
     json_number(f, "episodes", r->episodes);
-    json_number(f, "targets", r->targets);
+    json_number(f, t->obj->count_key, r->loss_count);
     json_number(f, "tokens", r->tokens);
     json_number(f, "step_s", r->t_total);
     json_number(f, "data_s", r->t_data);
@@ -677,22 +585,32 @@ static void write_metrics(trainer *t, const step_result *r, int64_t step) {
     fflush(f);
 }
 
+/* "data 5% compute 90% comm 5%" (compute+comm when the objective cannot time them apart). */
+static void format_split(const step_result *r, char *buf, size_t n) {
+    double total = r->t_data + r->t_compute + r->t_comm;
+    if (r->comm_in_compute)
+        snprintf(buf, n, "data %.0f%% compute+comm %.0f%%", 100 * r->t_data / total,
+                 100 * r->t_compute / total);
+    else
+        snprintf(buf, n, "data %.0f%% compute %.0f%% comm %.0f%%", 100 * r->t_data / total,
+                 100 * r->t_compute / total, 100 * r->t_comm / total);
+}
+
 static void print_progress(trainer *t, const step_result *r, int64_t step) {
     const train_config *c = t->cfg;
     double elapsed = train_now() - t->t_start, per_step = elapsed / (double)(step - t->first_step);
-    char eta[32], skips[256];
+    char eta[32], skips[256], split[96];
     loader_cursor cur;
     loader_cursor_get(t->ld, &cur); /* this rank's data skips (rank 0) */
     format_duration(per_step * (double)(t->last_step - step), eta, sizeof eta);
-    double total = r->t_data + r->t_compute + r->t_comm;
+    format_split(r, split, sizeof split);
     double avg = t->log_steps ? t->log_loss_sum / (double)t->log_steps : NAN;
     printf("step %*lld/%lld  loss %.4f (mean of %lld: %.4f)  lr %.3e  gnorm %.3f  %.1f ep/s  %.0f tok/s  "
-           "data %.0f%% compute %.0f%% comm %.0f%%  skips: %s%s  steps skipped %llu  ETA %s\n",
-           (int)snprintf(NULL, 0, "%lld", (long long)c->steps), (long long)step, (long long)c->steps,
-           r->loss_sum / r->targets, (long long)t->log_steps, avg, r->lr, r->norm, r->episodes / r->t_total,
-           r->tokens / r->t_total, 100 * r->t_data / total, 100 * r->t_compute / total,
-           100 * r->t_comm / total, skip_counts_str(&cur.skips, skips, sizeof skips),
-           t->world > 1 ? " (rank 0)" : "", (unsigned long long)t->prog.skipped_steps, eta);
+           "%s  skips: %s%s  steps skipped %llu  ETA %s\n",
+           (int)snprintf(NULL, 0, "%lld", (long long)c->steps), (long long)step, (long long)c->steps, r->loss,
+           (long long)t->log_steps, avg, r->lr, r->norm, r->episodes / r->t_total, r->tokens / r->t_total,
+           split, skip_counts_str(&cur.skips, skips, sizeof skips), t->world > 1 ? " (rank 0)" : "",
+           (unsigned long long)t->prog.skipped_steps, eta);
     fflush(stdout);
 }
 
@@ -700,7 +618,7 @@ static void report_step(trainer *t, const step_result *r, int64_t step) {
     if (t->rank != 0) return;
     write_metrics(t, r, step);
     if (!r->skipped) {
-        t->log_loss_sum += r->loss_sum / r->targets;
+        t->log_loss_sum += r->loss;
         t->log_steps++;
     }
     if (step % t->cfg->log_every == 0 || step == t->first_step + 1 || step == t->last_step || r->skipped) {
@@ -730,7 +648,6 @@ static int setup(trainer *t) {
     int ok = !make_out_dir(t->cfg->out, err, sizeof err) && !expand_shards(t, err, sizeof err) &&
              !load_backbone(t, err, sizeof err);
     if (!train_all_ok(t, ok, err, DIST_SETUP)) return 1;
-    make_projector(t);
     make_schedule(t);
     arena_init(&t->work, t->be, (size_t)t->cfg->arena_mb << 20);
     t->config_text = train_config_text(t->cfg);
@@ -759,33 +676,28 @@ static int too_many_bad(const trainer *t, int64_t step) {
         fprintf(
             stderr,
             "aimc train: error: %llu steps in a row (steps %lld-%lld) had a non-finite loss or gradient norm "
-            "(their episodes are named above); stopping. The projector was not updated by them; "
+            "(their episodes are named above); stopping. They did not update the %s; "
             "the last checkpoint is in %s\n",
             (unsigned long long)t->prog.bad_in_a_row, (long long)(step - (int64_t)t->prog.bad_in_a_row + 1),
-            (long long)step, t->cfg->out);
+            (long long)step, t->obj->trainable, t->cfg->out);
     return 1;
 }
 
-/* The held-out loss (no gradient): every rank its share, summed in rank order. */
+/* The held-out loss (no update; train.h), printed and logged by rank 0. */
 static void run_eval(trainer *t, int64_t step) {
     if (!t->n_eval_global) return;
-    double t0 = train_now(), sums[2] = {0, 0};
-    for (int64_t i = 0; i < t->n_eval; i += t->cfg->batch) {
-        int n = (int)(t->n_eval - i < t->cfg->batch ? t->n_eval - i : t->cfg->batch);
-        arena_reset(&t->work);
-        sums[0] += aim_batch_step(&t->am, &t->work, t->eval_eps + i, n, 0.0f, 0);
-        sums[1] += (double)aim_count_targets(t->eval_eps + i, n);
-    }
-    dist_allreduce_sum(sums, 2, DIST_F64, step);
+    double t0 = train_now(), count;
+    double loss = t->obj->eval(t, step, &count);
     if (t->rank != 0) return;
-    double loss = sums[0] / sums[1];
-    printf("eval  step %lld: held-out loss %.4f (%lld episodes, %.0f target tokens, %.2f s)\n",
-           (long long)step, loss, (long long)t->n_eval_global, sums[1], train_now() - t0);
+    printf("eval  step %lld: held-out loss %.4f (%lld episodes, %.0f %s, %.2f s)\n", (long long)step, loss,
+           (long long)t->n_eval_global, count, t->obj->count_label, train_now() - t0);
     fflush(stdout);
     if (t->metrics) {
+        char key[64];
+        snprintf(key, sizeof key, "eval_%s", t->obj->count_key);
         fprintf(t->metrics, "{\"step\":%lld", (long long)step);
         json_number(t->metrics, "eval_loss", loss);
-        json_number(t->metrics, "eval_targets", sums[1]);
+        json_number(t->metrics, key, count);
         fprintf(t->metrics, "}\n");
         fflush(t->metrics);
     }
@@ -834,15 +746,16 @@ static void teardown(trainer *t) {
     free(t->eval_eps);
     loader_close(t->ld);
     shard_paths_free(t->shards, t->n_shards > 0 ? t->n_shards : 0);
-    if (t->proj.be) projector_free(&t->proj);
     if (t->work.base) arena_free(&t->work);
-    if (t->mllm) mllm_free(t->mllm);
+    t->obj->free(t);
     tokenizer_free(t->tok);
     free(t->config_text);
 }
 
 int train_run(train_config *c) {
-    trainer t = {.cfg = c, .rank = dist_rank(), .world = dist_world()};
+    trainer t = {
+        .cfg = c, .obj = objective_by_name(c->objective), .rank = dist_rank(), .world = dist_world()};
+    AIMC_CHECK(t.obj, "train: unknown objective '%s' (train_config_check lets none through)", c->objective);
     int rc = setup(&t);
     if (!rc && t.rank == 0) print_config(&t);
     if (!rc) rc = start_data(&t);

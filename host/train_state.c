@@ -91,7 +91,7 @@ static int write_checkpoint(trainer *t, const uint8_t *cursors, char *err, size_
     encode_header(t, extra);
     memcpy(extra + TRAIN_EXTRA_HEADER, cursors, (size_t)t->world * LOADER_CURSOR_BYTES);
     ckpt_tensor tensors[CKPT_PROJECTOR_MAX_TENSORS];
-    int n = ckpt_projector_tensors(&t->proj, 1, tensors);
+    int n = ckpt_projector_tensors(t->params, 1, tensors);
     ckpt_contents c = {.kind = CKPT_KIND_TRAIN,
                        .step = (uint64_t)t->prog.step,
                        .backbone_text = t->backbone_text,
@@ -193,7 +193,8 @@ static int restore(trainer *t, const ckpt_file *f, loader_cursor *cursor, char *
     char why[512];
     if (loader_cursor_decode(mine, LOADER_CURSOR_BYTES, cursor, why, sizeof why))
         return snprintf(err, errlen, "%s: rank %d's data cursor: %s", f->path, t->rank, why), -1;
-    if (ckpt_projector_restore(f, &t->proj, 1, err, errlen)) return -1;
+    if (ckpt_projector_restore(f, t->params, 1, err, errlen)) return -1;
+    if (t->obj->restored) t->obj->restored(t);
     t->prog = prog;
     return 0;
 }

@@ -463,35 +463,25 @@ static void test_blip2_split_bias(void) {
 
 typedef void (*bad_case)(const void *arg);
 
+static bad_case bad_fn;
+static const void *bad_arg;
+
+static void run_bad_case(void) {
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    bad_fn(bad_arg);
+}
+
 /* Runs fn(arg) in a child; the child must exit with status 1 after writing
  * exactly one line to stderr that contains `want`. */
 static void expect_error(const char *what, bad_case fn, const void *arg, const char *want) {
-    int fds[2];
-    if (pipe(fds)) printf("FAIL: pipe\n"), exit(1);
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 2);
-        close(fds[0]);
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, 1);
-        fn(arg);
-        _exit(0);
-    }
-    close(fds[1]);
     char buf[4096];
-    size_t n = 0;
-    ssize_t r;
-    while (n < sizeof buf - 1 && (r = read(fds[0], buf + n, sizeof buf - 1 - n)) > 0)
-        n += (size_t)r;
-    buf[n] = '\0';
-    close(fds[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    bad_fn = fn;
+    bad_arg = arg;
+    int code = tl_run_child(run_bad_case, buf, sizeof buf);
     int lines = 0;
-    for (size_t i = 0; i < n; i++) lines += buf[i] == '\n';
-    printf("  bad input: %-30s exit %d: %s", what, code, n ? buf : "(no message)\n");
+    for (size_t i = 0; buf[i]; i++) lines += buf[i] == '\n';
+    printf("  bad input: %-30s exit %d: %s", what, code, buf[0] ? buf : "(no message)\n");
     CHECK(code == 1, "%s: exit status %d, expected 1", what, code);
     CHECK(lines == 1, "%s: %d lines on stderr, expected 1", what, lines);
     CHECK(strstr(buf, want) != NULL, "%s: message lacks '%s'", what, want);

@@ -18,15 +18,30 @@
  *     config.conf and the checkpoint; bad values exit 2 with one line; a
  *     resume with another projector, or a fresh run over checkpoints, is
  *     refused and changes nothing; non-finite steps are skipped, counted and
- *     named, and max_bad_steps in a row stop the run.
+ *     named, and max_bad_steps in a row stop the run;
+ *  6. --objective contrastive on the tiny CLIP fixture and synthetic LAION
+ *     shards: the heads start bitwise at the fixture's visual_projection,
+ *     text_projection and logit_scale (an lr = 0 run); the held-out loss at
+ *     step 0 equals the CLIPModel loss of the same batches computed here with
+ *     clip_forward (rel 1e-5); training loss and held-out loss fall clearly;
+ *     N steps == N/2 + --resume N/2 bitwise; 2 ranks x batch B (TCP, and
+ *     mpirun when present) == 1 rank x 2B (params, per-step loss, gradient
+ *     norm and held-out loss within rel 1e-5); aimc export writes
+ *     visual_projection.weight, text_projection.weight and logit_scale with
+ *     their shapes and the checkpoint's values; --accum > 1, --k > 0, a
+ *     non-CLIP folder and an LM checkpoint are refused.
  * Children run with OMP_WAIT_POLICY=passive: on a loaded 2-core machine
  * spinning OpenMP threads starve the loader's decode threads. */
 #include "../data/loader.h"
 #include "../data/synth.h"
 #include "../host/aim.h"
 #include "../host/checkpoint.h"
+#include "../host/clip.h"
 #include "../host/config.h"
+#include "../host/contrastive.h"
 #include "../host/mllm.h"
+#include "../host/model_dir.h"
+#include "../host/safetensors.h"
 #include "testlib.h"
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -669,7 +684,7 @@ static void test_precedence(void) {
 }
 
 typedef struct bad_case {
-    const char *flags[6];
+    const char *flags[8];
     const char *conf; /* written to bad.conf and passed as --config when not NULL */
     const char *want;
 } bad_case;
@@ -688,6 +703,12 @@ static void test_bad_values(void) {
         {{NULL}, "# x\nbogus = 1\n", "bad.conf:2: unknown key 'bogus'"},
         {{NULL}, "config = other.conf\n", "bad.conf:1: unknown key 'config'"},
         {{NULL}, "resume = maybe\n", "resume expects true or false, got 'maybe'"},
+        {{"--objective", "mse"}, NULL, "--objective must be lm or contrastive, got 'mse'"},
+        {{"--objective", "contrastive", "--k", "0", "--accum", "2"},
+         NULL,
+         "takes no gradient accumulation (--accum must be 1, got 2)"},
+        {{"--objective", "contrastive", "--k", "1"}, NULL, "--k must be 0, got 1"},
+        {{"--k", "0"}, NULL, "--k must be >= 1 for --objective lm, got 0"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         cmdline c = train_cmd(at("bad"));
@@ -772,6 +793,328 @@ static void test_nonfinite(void) {
     free(out);
 }
 
+/* ===== 6. the contrastive objective ====================================================== */
+
+#define CLIP_MODEL "tests/fixtures/models/clip"
+#define CLIP_TEXT_TOKENS "24"
+
+/* LAION pairs; 30 px is the fixture's vision image_size, and its preprocessing
+ * (shortest edge 30, centre crop 30) gives 30 x 30 from any aspect ratio. */
+static void synth_laion(const char *dir, int64_t shards, int64_t docs, uint64_t seed) {
+    synth_options o = {.layout = SYNTH_LAION,
+                       .shards = shards,
+                       .docs = docs,
+                       .image_format = SYNTH_IMG_MIXED,
+                       .seed = seed,
+                       .image_size = 30};
+    char err[512];
+    if (synth_write(&o, dir, err, sizeof err) < 0) printf("FAIL: synth: %s\n", err), exit(1);
+}
+
+/* aimc train --objective contrastive with the settings every run here shares. */
+static cmdline clip_cmd(const char *out, const char *data) {
+    static const char *const common[] = {"--objective",
+                                         "contrastive",
+                                         "--model",
+                                         CLIP_MODEL,
+                                         "--max-text-tokens",
+                                         CLIP_TEXT_TOKENS,
+                                         "--workers",
+                                         "1",
+                                         "--log-every",
+                                         "1000",
+                                         "--lr",
+                                         "0.03",
+                                         "--warmup",
+                                         "2",
+                                         "--arena-mb",
+                                         "32",
+                                         "--save-every",
+                                         "0",
+                                         NULL};
+    cmdline c = {.n = 0};
+    arg(&c, g_aimc);
+    arg(&c, "train");
+    args(&c, common);
+    args(&c, (const char *[]){"--out", out, "--data", data, NULL});
+    return c;
+}
+
+/* The fixture's own head values (f32 copies, as the trainer starts from). */
+static int heads_equal_fixture(const char *dir) {
+    char err[512];
+    st_file *st = st_open(CLIP_MODEL "/model.safetensors", err, sizeof err);
+    ckpt_file *f = open_latest(dir);
+    static const char *const names[] = {"visual_projection.weight", "text_projection.weight", "logit_scale"};
+    int ok = st && f;
+    for (int i = 0; ok && i < 3; i++) {
+        const st_tensor *want = st_find(st, names[i]);
+        const ckpt_tensor *got = ckpt_find(f, names[i]);
+        int64_t n = got ? (int64_t)(got->nbytes / 4) : 0;
+        float *ref = tl_alloc((size_t)n * sizeof *ref + 4);
+        ok = want && got && n > 0 && !st_read_f32(want, ref, err, sizeof err) &&
+             !memcmp(ref, got->data, got->nbytes);
+        if (!ok) printf("  %s differs from the fixture's\n", names[i]);
+        free(ref);
+    }
+    ckpt_close(f);
+    if (st) st_close(st);
+    return ok;
+}
+
+/* The held-out set as the trainer reads it (k = 0 LAION pairs, file order). */
+static int load_clip_eval(episode *eps, int max, const preprocess_config *pp, tokenizer *tok) {
+    char err[1024], **shards;
+    int64_t n_shards = shard_expand(at("clipeval/*.tar"), &shards, err, sizeof err);
+    loader_config lc;
+    loader_config_default(&lc);
+    lc.shards = shards;
+    lc.n_shards = n_shards;
+    lc.n_workers = 1;
+    lc.max_epochs = 1;
+    lc.shuffle_block = 0;
+    lc.shuffle_shards = 0;
+    lc.tok = tok;
+    lc.pp = pp;
+    lc.episode.k = 0;
+    lc.episode.max_images = 1;
+    lc.episode.max_text_tokens = atoi(CLIP_TEXT_TOKENS);
+    lc.episode.sample.format = SAMPLE_FORMAT_LAION;
+    loader *l = n_shards > 0 ? loader_open(&lc, NULL, err, sizeof err) : NULL;
+    if (!l) return printf("FAIL: clip eval loader: %s\n", err), 0;
+    int n = 0;
+    while (n < max && loader_next(l, &eps[n], err, sizeof err) == 1) n++;
+    loader_close(l);
+    shard_paths_free(shards, n_shards);
+    return n;
+}
+
+/* CLIPModel's loss (clip_forward) of one batch of pairs. */
+static double clip_batch_loss(const clip_model *m, arena *a, const contrastive_owned_batch *ob) {
+    const contrastive_batch *b = &ob->b;
+    float *maskf = tl_alloc((size_t)(b->n * b->len) * sizeof *maskf);
+    for (int64_t i = 0; i < b->n * b->len; i++) maskf[i] = (float)b->mask[i];
+    tensor px = tensor_wrap(ob->pixels, DT_F32, backend_cpu(), 4,
+                            (int64_t[]){b->n, b->channels, b->height, b->width});
+    tensor ids = tensor_wrap(ob->ids, DT_I32, backend_cpu(), 2, (int64_t[]){b->n, b->len});
+    tensor mask = tensor_wrap(maskf, DT_F32, backend_cpu(), 2, (int64_t[]){b->n, b->len});
+    arena_reset(a);
+    clip_output o;
+    clip_forward(m, a, &px, &ids, &mask, &o);
+    double loss = ((const float *)o.loss.data)[0];
+    free(maskf);
+    return loss;
+}
+
+/* The trainer's step-0 held-out loss: batches of `batch` pairs in file order,
+ * the mean over pairs of their CLIPModel losses. */
+static double clip_reference_eval(int batch) {
+    char err[1024];
+    model_dir *md = model_dir_open(CLIP_MODEL, err, sizeof err);
+    tokenizer *tok = tokenizer_load(CLIP_MODEL, err, sizeof err);
+    preprocess_config pp;
+    if (!md || !tok || preprocess_config_load(&pp, CLIP_MODEL, err, sizeof err))
+        return printf("FAIL: %s\n", err), NAN;
+    clip_model *m = clip_load(&(nn_loader){md, backend_cpu(), DT_F32}, "");
+    contrastive_text_spec spec;
+    episode eps[32];
+    int n = contrastive_text_spec_get(tok, m, &spec, err, sizeof err) ? 0 : load_clip_eval(eps, 32, &pp, tok);
+    arena a;
+    arena_init(&a, backend_cpu(), 16u << 20);
+    double sum = 0;
+    for (int i = 0; i < n; i += batch) {
+        int b = n - i < batch ? n - i : batch;
+        contrastive_owned_batch ob;
+        if (contrastive_batch_from_episodes(eps + i, b, &spec, &ob, err, sizeof err))
+            return printf("FAIL: %s\n", err), NAN;
+        sum += clip_batch_loss(m, &a, &ob) * b;
+        contrastive_owned_batch_free(&ob);
+    }
+    for (int i = 0; i < n; i++) episode_free(&eps[i]);
+    arena_free(&a);
+    clip_free(m);
+    tokenizer_free(tok);
+    model_dir_close(md);
+    CHECK(n == 32, "clip eval set: %d pairs, want 32", n);
+    return sum / n;
+}
+
+static void test_clip_learning(void) {
+    /* the preset (lr 0.03, batch 16), shortened */
+    cmdline c = {.n = 0};
+    args(&c,
+         (const char *[]){g_aimc, "train", "--config", "configs/tiny-clip.conf", "--data", at("laion/*.tar"),
+                          "--out", at("clip-learn"), "--steps", "30", "--workers", "1", "--max-text-tokens",
+                          CLIP_TEXT_TOKENS, "--eval-data", at("clipeval/*.tar"), NULL});
+    if (!run_ok(&c, "contrastive training run (configs/tiny-clip.conf)")) return;
+    cmdline z = clip_cmd(at("clip-frozen"), at("laion/*.tar"));
+    args(&z, (const char *[]){"--steps", "2", "--batch", "16", "--lr", "0", "--eval-data",
+                              at("clipeval/*.tar"), NULL});
+    if (!run_ok(&z, "contrastive lr = 0 run")) return;
+    CHECK(heads_equal_fixture(at("clip-frozen")), "lr = 0: the heads are not bitwise the fixture's (training "
+                                                  "must start from the checkpoint's own heads)");
+    double ref = clip_reference_eval(16), e0 = metric_at(at("clip-learn"), 0, "eval_loss");
+    double ez = metric_at(at("clip-frozen"), 2, "eval_loss"),
+           e30 = metric_at(at("clip-learn"), 30, "eval_loss");
+    printf("contrastive held-out loss: CLIPModel reference %.6f, step 0 %.6f, lr = 0 after 2 steps %.6f, "
+           "trained 30 steps %.4f\n",
+           ref, e0, ez, e30);
+    CHECK(fabs(e0 - ref) <= 1e-5 * fabs(ref), "step-0 held-out loss %.7f, CLIPModel's %.7f", e0, ref);
+    CHECK(fabs(ez - ref) <= 1e-5 * fabs(ref), "lr = 0 held-out loss %.7f moved from %.7f", ez, ref);
+    CHECK(e30 < 0.7 * e0, "held-out loss %.4f -> %.4f: no clear fall", e0, e30);
+    double first = logged_loss(at("clip-learn"), 1, 6), last = logged_loss(at("clip-learn"), 26, 31);
+    printf("contrastive training loss: steps 1-5 %.4f, steps 26-30 %.4f\n", first, last);
+    CHECK(last < first - 0.5, "contrastive training loss did not fall: %.4f -> %.4f", first, last);
+}
+
+static cmdline clip_resume_cmd(const char *out) {
+    cmdline c = clip_cmd(out, at("laion/*.tar"));
+    args(&c, (const char *[]){"--steps", "6", "--batch", "4", "--shuffle-block", "8", NULL});
+    return c;
+}
+
+static void test_clip_resume(void) {
+    cmdline full = clip_resume_cmd(at("clip-full"));
+    if (!run_ok(&full, "contrastive uninterrupted run")) return;
+    cmdline first = clip_resume_cmd(at("clip-split"));
+    args(&first, (const char *[]){"--until", "3", NULL});
+    if (!run_ok(&first, "contrastive first half")) return;
+    cmdline second = clip_resume_cmd(at("clip-split"));
+    arg(&second, "--resume");
+    if (!run_ok(&second, "contrastive resumed half")) return;
+    same_state(at("clip-full"), at("clip-split"), 1, "contrastive: 6 steps vs 3 + resume 3");
+    char p3[512], err[512];
+    snprintf(p3, sizeof p3, "%s/ckpt-0000000003.aimc", at("clip-split"));
+    ckpt_file *a = ckpt_open(p3, NULL, err, sizeof err), *b = open_latest(at("clip-full"));
+    const ckpt_tensor *s3 = a ? ckpt_find(a, "logit_scale") : NULL,
+                      *s6 = b ? ckpt_find(b, "logit_scale") : NULL;
+    CHECK(s3 && s6 && memcmp(s3->data, s6->data, 4), "step 3 and step 6 logit_scale should differ");
+    ckpt_close(a);
+    ckpt_close(b);
+}
+
+/* 6 shards of 2 pairs read in order: 2 ranks x 2 pairs, or 1 rank x 4, take
+ * the same 4 pairs per step (shards 2s and 2s + 1). 9 held-out pairs: odd,
+ * so the ranks' shares differ. */
+static cmdline clip_dp_cmd(const char *out, const char *batch) {
+    cmdline c = clip_cmd(out, at("laiondp/*.tar"));
+    args(&c, (const char *[]){"--steps", "3", "--batch", batch, "--shuffle-shards", "0", "--shuffle-block",
+                              "0", "--dist-timeout", "60", "--eval-data", at("clipeval/*.tar"),
+                              "--eval-episodes", "9", NULL});
+    return c;
+}
+
+static int run_clip_tcp_ranks(const char *out) {
+    static char port_kv[32];
+    snprintf(port_kv, sizeof port_kv, "MASTER_PORT=%d", free_port());
+    pid_t pids[2];
+    char log[2][512];
+    for (int r = 0; r < 2; r++) {
+        cmdline c = clip_dp_cmd(out, "2");
+        env(&c, r == 0 ? "RANK=0" : "RANK=1");
+        env(&c, "WORLD_SIZE=2");
+        env(&c, "MASTER_ADDR=127.0.0.1");
+        env(&c, port_kv);
+        snprintf(log[r], sizeof log[r], "%s.rank%d.log", out, r);
+        pids[r] = spawn(&c, log[r]);
+    }
+    int ok = 1;
+    for (int r = 0; r < 2; r++) {
+        int st = wait_status(pids[r]);
+        if (st) {
+            char *text = read_text(log[r]);
+            printf("rank %d log:\n%s\n", r, text ? text : "");
+            free(text);
+        }
+        ok &= st == 0;
+    }
+    CHECK(ok, "contrastive: 2 ranks over TCP failed");
+    return ok;
+}
+
+static void check_clip_dp(const char *dir, const char *what) {
+    double e = param_rel_diff(dir, at("clip-dp1"));
+    printf("contrastive: 2 ranks (%s) x batch 2 vs 1 rank x batch 4: max rel diff %.3g\n", what, e);
+    CHECK(e <= 1e-5, "contrastive, %s: 2 ranks x 2 vs 1 x 4: rel diff %.3g > 1e-5", what, e);
+    same_curves(dir, at("clip-dp1"), 3, what);
+}
+
+static void test_clip_data_parallel(void) {
+    cmdline one = clip_dp_cmd(at("clip-dp1"), "4");
+    if (!run_ok(&one, "contrastive: 1 rank, batch 4")) return;
+    if (run_clip_tcp_ranks(at("clip-dp2tcp"))) check_clip_dp(at("clip-dp2tcp"), "tcp");
+    if (!mpirun_available()) return;
+    cmdline c = {.n = 0};
+    args(&c,
+         (const char *[]){"/usr/bin/env", "mpirun", "--allow-run-as-root", "--oversubscribe", "--mca",
+                          "btl_tcp_if_include", "lo", "--mca", "oob_tcp_if_include", "lo", "-np", "2", NULL});
+    cmdline t = clip_dp_cmd(at("clip-dp2mpi"), "2");
+    for (int i = 0; i < t.n; i++) arg(&c, t.argv[i]);
+    env(&c, "ASAN_OPTIONS=detect_leaks=0");
+    if (run_ok(&c, "contrastive: mpirun -np 2")) {
+        check_clip_dp(at("clip-dp2mpi"), "mpirun");
+        same_state(at("clip-dp2mpi"), at("clip-dp2tcp"), 1, "contrastive: mpirun vs tcp ranks");
+    }
+}
+
+/* aimc export of the trained heads: names, shapes and the checkpoint's values. */
+static void test_clip_export(void) {
+    char out[512], json_path[512], err[512];
+    snprintf(out, sizeof out, "%s/heads.safetensors", g_root);
+    snprintf(json_path, sizeof json_path, "%s/heads.json", g_root);
+    cmdline c = {.n = 0};
+    args(&c, (const char *[]){g_aimc, "export", at("clip-learn"), "--out", out, NULL});
+    if (!run_ok(&c, "aimc export (contrastive heads)")) return;
+    st_file *st = st_open(out, err, sizeof err);
+    ckpt_file *f = open_latest(at("clip-learn"));
+    CHECK(st && st_count(st) == 3, "export: %s", st ? "not 3 tensors" : err);
+    static const struct {
+        const char *name;
+        int ndim;
+        int64_t shape[2];
+    } want[] = {{"visual_projection.weight", 2, {16, 32}},
+                {"text_projection.weight", 2, {16, 32}},
+                {"logit_scale", 1, {1, 0}}};
+    for (int i = 0; st && f && i < 3; i++) {
+        const st_tensor *t = st_find(st, want[i].name);
+        const ckpt_tensor *k = ckpt_find(f, want[i].name);
+        int ok = t && k && t->dtype == ST_F32 && t->ndim == want[i].ndim && t->shape[0] == want[i].shape[0] &&
+                 (t->ndim == 1 || t->shape[1] == want[i].shape[1]) && t->nbytes == k->nbytes &&
+                 !memcmp(t->data, k->data, k->nbytes);
+        CHECK(ok, "export: %s missing, or not f32 of the expected shape and the checkpoint's values",
+              want[i].name);
+    }
+    char *json = read_text(json_path);
+    CHECK(json && strstr(json, "\"clip_heads\"") && strstr(json, "\"d_proj\":\t16"), "export JSON:\n%s",
+          json ? json : "(none)");
+    free(json);
+    ckpt_close(f);
+    if (st) st_close(st);
+}
+
+static void test_clip_refusals(void) {
+    cmdline c = clip_cmd(at("clip-bad"), at("laion/*.tar"));
+    args(&c, (const char *[]){"--model", MODEL, "--steps", "1", NULL});
+    char *out = NULL;
+    int st = run(&c, &out);
+    CHECK(st == 1 && out && strstr(out, "needs a CLIPModel folder") && strstr(out, "model_type \"llava\""),
+          "contrastive on the LLaVA folder: status %d, output:\n%s", st, out ? out : "");
+    free(out);
+    cmdline lm = train_cmd(at("clip-bad"));
+    args(&lm, (const char *[]){"--model", CLIP_MODEL, "--data", at("laion/*.tar"), "--steps", "1", NULL});
+    st = run(&lm, &out);
+    CHECK(st == 1 && out && strstr(out, "is a CLIP model") && strstr(out, "--objective contrastive"),
+          "the LM objective on the CLIP folder: status %d, output:\n%s", st, out ? out : "");
+    free(out);
+    /* "prec" holds the LM objective's checkpoint for the tiny LLaVA */
+    cmdline r = clip_cmd(at("prec"), at("laion/*.tar"));
+    args(&r, (const char *[]){"--steps", "4", "--resume", NULL});
+    st = run(&r, &out);
+    CHECK(st == 1 && out && strstr(out, "backbone") && latest_step(at("prec")) == 2,
+          "contrastive resume of an LM checkpoint: status %d, output:\n%s", st, out ? out : "");
+    free(out);
+}
+
 /* ===== main ================================================================================ */
 
 static int find_aimc(void) {
@@ -812,6 +1155,15 @@ int main(void) {
     printf("resume: %.1f s\n", now_s() - t0);
     test_data_parallel();
     printf("data parallel: %.1f s\n", now_s() - t0);
+    synth_laion(at("laion"), 4, 64, 5);
+    synth_laion(at("clipeval"), 1, 32, 6);
+    synth_laion(at("laiondp"), 6, 2, 8);
+    test_clip_refusals();
+    test_clip_learning();
+    test_clip_resume();
+    test_clip_data_parallel();
+    test_clip_export();
+    printf("contrastive: %.1f s\n", now_s() - t0);
     if (!tl_failed && !getenv("AIMC_TRAIN_TEST_KEEP")) {
         char cmd[600];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_root);

@@ -103,6 +103,12 @@ static inline void *tl_alloc(size_t bytes) {
  * status (128 + signal when killed). For calls that must die with a clear
  * error. The call must fail before any OpenMP region starts: libgomp's
  * thread pool does not survive fork. */
+static int tl_in_child;
+/* LeakSanitizer asks this before its exit-time check: a child that dies on
+ * purpose through an error exit leaves its allocations behind by design. */
+int __lsan_is_turned_off(void);
+int __lsan_is_turned_off(void) { return tl_in_child; }
+
 static inline int tl_run_child(void (*fn)(void), char *msg, size_t len) {
     int fd[2];
     if (pipe(fd)) return -1;
@@ -110,6 +116,7 @@ static inline int tl_run_child(void (*fn)(void), char *msg, size_t len) {
     fflush(stderr);
     pid_t pid = fork();
     if (pid == 0) {
+        tl_in_child = 1;
         dup2(fd[1], 2);
         close(fd[0]);
         fn();
@@ -120,6 +127,9 @@ static inline int tl_run_child(void (*fn)(void), char *msg, size_t len) {
     ssize_t k;
     while (got + 1 < len && (k = read(fd[0], msg + got, len - 1 - got)) > 0) got += (size_t)k;
     msg[got] = 0;
+    char drain[4096]; /* read the rest so a long message never kills the child with SIGPIPE */
+    while (read(fd[0], drain, sizeof drain) > 0) {
+    }
     close(fd[0]);
     int status = 0;
     waitpid(pid, &status, 0);

@@ -1,15 +1,29 @@
-/* The cuda backend: memory on one GPU (device 0 of those visible), one
- * non-blocking stream that every op is queued on (so ops run in call order
- * and need no other synchronisation), the cuBLASLt handle and workspace,
- * and the assembly of the op table from the op-family files.
+/* The cuda backend: memory on one GPU (below: which), one non-blocking
+ * stream that every op is queued on (so ops run in call order and need no
+ * other synchronisation), the cuBLASLt handle and workspace, and the
+ * assembly of the op table from the op-family files.
  *
  * Host <-> device copies synchronise the stream before returning, so the
  * host buffer may be reused at once and downloaded data is complete.
  * Temporaries inside ops come from the stream-ordered allocator
  * (cudaMallocAsync) with a pool that keeps its memory, so they cost no
- * device-wide synchronisation after the first use. */
+ * device-wide synchronisation after the first use.
+ *
+ * Which GPU (among those CUDA_VISIBLE_DEVICES leaves visible): the index in
+ * the environment variable AIMC_CUDA_DEVICE when it is set, else LOCAL_RANK
+ * (torchrun-style launchers), else 0; taken modulo the number of visible
+ * devices, so that the local ranks of a node spread over its GPUs. The
+ * trainer sets AIMC_CUDA_DEVICE to the dist layer's local rank (which it also
+ * knows for mpirun, srun and host-name rendezvous) before the first call.
+ * The device is selected with cudaSetDevice on the calling thread: every
+ * backend call must come from that thread (aimc's main thread). Narrowing
+ * CUDA_VISIBLE_DEVICES per process instead would hide the other ranks' GPUs
+ * from this process and keep NCCL from using CUDA IPC between them. */
 #include "cuda_common.cuh"
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static cudaStream_t g_stream;
 static int g_sm_count;
@@ -103,13 +117,49 @@ static int fail(char *err, size_t errlen, const char *what, cudaError_t e) {
     return 0;
 }
 
-/* Device 0: properties, stream, pool, flag word, cuBLASLt. Returns 0 with
- * the reason in err when the GPU cannot be used. */
-static int init_device(char *err, size_t errlen) {
-    cudaError_t e = cudaSetDevice(0);
-    if (e != cudaSuccess) return fail(err, errlen, "cudaSetDevice(0)", e);
+/* The value of environment variable name as a device index: 1 set (in
+ * *out), 0 unset, -1 malformed (reason in err). */
+static int env_index(const char *name, int *out, char *err, size_t errlen) {
+    const char *s = getenv(name);
+    if (!s || !*s) return 0;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < 0 || v > INT_MAX) {
+        if (err && errlen)
+            snprintf(err, errlen, "environment variable %s='%s' is not a non-negative integer",
+                     name, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 1;
+}
+
+/* The device ordinal among count visible ones (see the top of this file).
+ * 0, or -1 with the reason in err. */
+static int pick_device(int count, int *dev, char *err, size_t errlen) {
+    static const char *const sources[] = {"AIMC_CUDA_DEVICE", "LOCAL_RANK"};
+    int index = 0;
+    for (int i = 0; i < 2; i++) {
+        int found = env_index(sources[i], &index, err, errlen);
+        if (found < 0) return -1;
+        if (found) break;
+    }
+    *dev = index % count;
+    return 0;
+}
+
+/* The chosen device: properties, stream, pool, flag word, cuBLASLt. Returns
+ * 0 with the reason in err when the GPU cannot be used. */
+static int init_device(int dev, char *err, size_t errlen) {
+    cudaError_t e = cudaSetDevice(dev);
+    if (e != cudaSuccess) {
+        if (err && errlen)
+            snprintf(err, errlen, "cudaSetDevice(%d): %s", dev, cudaGetErrorString(e));
+        return 0;
+    }
     cudaDeviceProp prop;
-    e = cudaGetDeviceProperties(&prop, 0);
+    e = cudaGetDeviceProperties(&prop, dev);
     if (e != cudaSuccess) return fail(err, errlen, "cudaGetDeviceProperties", e);
     cudaFuncAttributes attr;
     e = cudaFuncGetAttributes(&attr, probe_kernel);
@@ -125,7 +175,7 @@ static int init_device(char *err, size_t errlen) {
     g_smem_optin = prop.sharedMemPerBlockOptin;
     CUDA_CHECK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
     cudaMemPool_t pool;
-    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, 0));
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
     uint64_t keep = UINT64_MAX; /* never hand pooled memory back to the driver at a sync */
     CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     CUDA_CHECK(cudaMalloc(&g_error_flag, sizeof(int)));
@@ -149,7 +199,8 @@ extern "C" const backend *backend_cuda(char *err, size_t errlen) {
         if (err && errlen) snprintf(err, errlen, "no CUDA device is visible");
         return NULL;
     }
-    if (!init_device(err, errlen)) return NULL;
+    int dev = 0;
+    if (pick_device(count, &dev, err, errlen) || !init_device(dev, err, errlen)) return NULL;
     b.name = "cuda";
     b.act_dtype = DT_BF16;
     b.alloc = cuda_alloc;
