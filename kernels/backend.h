@@ -141,7 +141,10 @@ typedef struct backend {
 
 const backend *backend_cpu(void);
 /* Only in builds with CUDA (AIMC_CUDA defined). Returns NULL and writes the
- * reason into err when no usable GPU is present. */
+ * reason into err when no usable GPU is present. Opens the visible GPU
+ * numbered $AIMC_CUDA_DEVICE, else $LOCAL_RANK, else 0 (modulo the count),
+ * with cudaSetDevice on the calling thread, which must make every later
+ * backend call. */
 const backend *backend_cuda(char *err, size_t errlen);
 
 #ifdef __cplusplus
