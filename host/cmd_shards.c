@@ -1,16 +1,23 @@
 /* aimc shards: inspect tar shards (sample counts, member extensions, guessed
- * layout, skip reasons) and write synthetic LAION- / MMC4-style shards. */
+ * layout, skip reasons), write synthetic LAION- / MMC4-style shards, and
+ * benchmark image decode + preprocess. */
 #include "../data/base64.h"
 #include "../data/image.h"
+#include "../data/preprocess.h"
 #include "../data/shard.h"
 #include "../data/synth.h"
 #include "../kernels/check.h"
 #include "args.h"
 #include "commands.h"
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 /* ---- inspect ---- */
 
@@ -232,11 +239,184 @@ static int cmd_synth(int argc, char **argv) {
     return 0;
 }
 
+/* ---- bench ---- */
+
+/* Encoded test images, all in memory, as the loader would hold shard members. */
+typedef struct bench_set {
+    int64_t n;
+    uint8_t **data;
+    size_t *size;
+    int64_t *pixels;  /* width * height, for the report */
+    image_format *format;
+} bench_set;
+
+/* A photo-like picture: a synth scene with a smooth colour wash, fine
+ * texture and per-pixel noise, so the encoders see detail (flat shapes
+ * compress and decode unrealistically fast). */
+static void render_photo(uint64_t *st, int64_t w, int64_t h, uint8_t *rgb) {
+    synth_scene sc;
+    synth_scene_random(st, &sc);
+    synth_render(&sc, w, h, rgb);
+    double fx = 0.02 + (double)(synth_rand(st) % 1000) * 1e-4, fy = 0.015 + (double)(synth_rand(st) % 1000) * 1e-4;
+    for (int64_t y = 0; y < h; y++)
+        for (int64_t x = 0; x < w; x++) {
+            uint8_t *px = rgb + 3 * (y * w + x);
+            double wash = 40.0 * sin((double)x * fx) * cos((double)y * fy) + 25.0 * sin((double)(x + y) * 0.31);
+            for (int c = 0; c < 3; c++) {
+                double noise = (double)(synth_rand(st) % 33) - 16.0;
+                double v = 0.7 * px[c] + wash * (c == 1 ? 0.6 : 1.0) + noise + 30.0;
+                px[c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+        }
+}
+
+/* Image i: JPEG for even i, WebP for odd; sides in [lo, hi]. */
+static void bench_make(bench_set *b, int64_t n, int64_t lo, int64_t hi) {
+    uint64_t st = 12345;
+    char err[256];
+    b->n = n;
+    b->data = aimc_xmalloc((size_t)n * sizeof *b->data);
+    b->size = aimc_xmalloc((size_t)n * sizeof *b->size);
+    b->pixels = aimc_xmalloc((size_t)n * sizeof *b->pixels);
+    b->format = aimc_xmalloc((size_t)n * sizeof *b->format);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t w = lo + (int64_t)(synth_rand(&st) % (uint64_t)(hi - lo + 1));
+        int64_t h = lo + (int64_t)(synth_rand(&st) % (uint64_t)(hi - lo + 1));
+        uint8_t *rgb = aimc_xmalloc((size_t)(w * h * 3));
+        render_photo(&st, w, h, rgb);
+        synth_image_format f = i % 2 ? SYNTH_IMG_WEBP : SYNTH_IMG_JPEG;
+        if (synth_encode(rgb, w, h, f, &b->data[i], &b->size[i], err, sizeof err)) aimc_die("shards bench: %s", err);
+        b->pixels[i] = w * h;
+        b->format[i] = image_detect(b->data[i], b->size[i]);
+        free(rgb);
+    }
+}
+
+static void bench_free(bench_set *b) {
+    for (int64_t i = 0; i < b->n; i++) free(b->data[i]);
+    free(b->data);
+    free(b->size);
+    free(b->pixels);
+    free(b->format);
+}
+
+/* Writes image i as DIR/%05d.jpg|webp so another tool can time the same files. */
+static void bench_write(const bench_set *b, const char *dir) {
+    char path[4096];
+    if (mkdir(dir, 0755) && errno != EEXIST) aimc_die("shards bench: cannot create --write-dir %s", dir);
+    for (int64_t i = 0; i < b->n; i++) {
+        snprintf(path, sizeof path, "%s/%05lld.%s", dir, (long long)i,
+                 b->format[i] == IMAGE_FORMAT_JPEG ? "jpg" : "webp");
+        FILE *f = fopen(path, "wb");
+        if (!f || fwrite(b->data[i], 1, b->size[i], f) != b->size[i] || fclose(f))
+            aimc_die("shards bench: cannot write %s", path);
+    }
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Decode + preprocess of image i into out (one image's pixel_values). */
+static void bench_one(const bench_set *b, int64_t i, const preprocess_config *c, const image_decode_opts *o,
+                      float *out) {
+    char err[512];
+    image_rgb img;
+    if (image_decode(b->data[i], b->size[i], o, &img, err, sizeof err)) aimc_die("shards bench: image %lld: %s",
+                                                                                (long long)i, err);
+    if (preprocess_image(c, &img, out, err, sizeof err)) aimc_die("shards bench: image %lld: %s", (long long)i, err);
+    image_free(&img);
+}
+
+/* Seconds to process the images whose format is f (UNKNOWN: all) `rounds`
+ * times over on `threads` threads; *count gets the images processed. */
+static double bench_time(const bench_set *b, image_format f, const preprocess_config *c, const image_decode_opts *o,
+                         int threads, int64_t rounds, int64_t out_floats, int64_t *count) {
+    int64_t done = 0;
+    double t0 = now_s();
+#pragma omp parallel num_threads(threads) reduction(+ : done)
+    {
+        float *out = aimc_xmalloc((size_t)out_floats * sizeof *out);
+#pragma omp for schedule(dynamic, 1) collapse(2)
+        for (int64_t r = 0; r < rounds; r++)
+            for (int64_t i = 0; i < b->n; i++)
+                if (f == IMAGE_FORMAT_UNKNOWN || b->format[i] == f) {
+                    bench_one(b, i, c, o, out);
+                    done++;
+                }
+        free(out);
+    }
+    *count = done;
+    return now_s() - t0;
+}
+
+static void parse_size_range(const char *s, int64_t *lo, int64_t *hi) {
+    char *end;
+    *lo = strtoll(s, &end, 10);
+    *hi = *lo;
+    if (!strncmp(end, "..", 2)) *hi = strtoll(end + 2, &end, 10);
+    if (*end || *lo < 16 || *hi < *lo || *hi > 8192)
+        aimc_die("shards bench: --size must be N or LO..HI with 16 <= LO <= HI <= 8192, got '%s'", s);
+}
+
+static void bench_report(const char *label, const bench_set *b, image_format f, const preprocess_config *c,
+                         const image_decode_opts *o, int threads, int64_t rounds, int64_t out_floats) {
+    int64_t count;
+    double s = bench_time(b, f, c, o, threads, rounds, out_floats, &count);
+    printf("  %-6s %d thread%s: %6lld images in %7.3f s = %8.1f images/s, %7.1f images/s per core\n", label, threads,
+           threads == 1 ? " " : "s", (long long)count, s, (double)count / s, (double)count / s / threads);
+}
+
+static int cmd_bench(int argc, char **argv) {
+    const char *size = "640..1024", *preset = "llava", *write_dir = NULL;
+    int64_t n_images = 64, threads = 2, rounds = 1, jpeg_min_side = 0;
+    arg_opt opts[] = {
+        {"--images", ARG_INT, &n_images, "number of distinct images (half JPEG q90 4:2:0, half WebP q85)"},
+        {"--size", ARG_STR, &size, "image sides in pixels: N or LO..HI (each side drawn at random)"},
+        {"--preset", ARG_STR, &preset, "preprocessing: " PREPROCESS_PRESET_NAMES},
+        {"--threads", ARG_INT, &threads, "threads for the parallel run (the first run uses 1)"},
+        {"--rounds", ARG_INT, &rounds, "times each image is processed per run"},
+        {"--jpeg-min-side", ARG_INT, &jpeg_min_side, "JPEG DCT scaling down to this side (0: full decode, as Pillow)"},
+        {"--write-dir", ARG_STR, &write_dir, "also write the images here (NNNNN.jpg / .webp) for other tools"},
+    };
+    int n = args_parse(argc, argv, "aimc shards bench [options]",
+                       "Times image decoding + preprocessing (images/s per core) on photo-like JPEG and WebP\n"
+                       "images made in memory: one thread, then --threads threads.",
+                       opts, (int)(sizeof opts / sizeof opts[0]));
+    if (n) aimc_die("shards bench: unexpected argument '%s'", argv[1]);
+    int64_t lo, hi, oh, ow;
+    parse_size_range(size, &lo, &hi);
+    if (n_images < 2 || threads < 1 || threads > 1024 || rounds < 1 || jpeg_min_side < 0)
+        aimc_die("shards bench: need --images >= 2, 1 <= --threads <= 1024, --rounds >= 1, --jpeg-min-side >= 0");
+    preprocess_config c;
+    if (preprocess_preset(&c, preset)) aimc_die("shards bench: unknown --preset '%s' (one of %s)", preset,
+                                                PREPROCESS_PRESET_NAMES);
+    char err[512];
+    if (preprocess_output_size(&c, hi, hi, &oh, &ow, err, sizeof err)) aimc_die("shards bench: %s", err);
+    image_decode_opts o = {.min_side = jpeg_min_side};
+    bench_set b;
+    bench_make(&b, n_images, lo, hi);
+    if (write_dir) bench_write(&b, write_dir);
+    printf("aimc shards bench: %lld images %s px (JPEG + WebP), preset %s -> %lldx%lld, %lld round%s%s\n",
+           (long long)n_images, size, preset, (long long)ow, (long long)oh, (long long)rounds, rounds == 1 ? "" : "s",
+           jpeg_min_side ? ", JPEG DCT scaling on" : "");
+    bench_report("jpeg", &b, IMAGE_FORMAT_JPEG, &c, &o, 1, rounds, 3 * oh * ow);
+    bench_report("webp", &b, IMAGE_FORMAT_WEBP, &c, &o, 1, rounds, 3 * oh * ow);
+    bench_report("all", &b, IMAGE_FORMAT_UNKNOWN, &c, &o, 1, rounds, 3 * oh * ow);
+    if (threads > 1) bench_report("all", &b, IMAGE_FORMAT_UNKNOWN, &c, &o, (int)threads, rounds, 3 * oh * ow);
+    bench_free(&b);
+    return 0;
+}
+
 static void shards_usage(FILE *f) {
     fprintf(f, "usage: aimc shards inspect SPEC [options]\n"
-               "       aimc shards synth --out DIR [options]\n\n"
+               "       aimc shards synth --out DIR [options]\n"
+               "       aimc shards bench [options]\n\n"
                "  inspect   per-shard sample counts, layouts, member extensions, skip reasons\n"
                "  synth     write synthetic LAION- or MMC4-style shards\n"
+               "  bench     time image decode + preprocess (images/s per core)\n"
                "(aimc shards <subcommand> --help for its options)\n");
 }
 
@@ -245,9 +425,12 @@ int cmd_shards(int argc, char **argv) {
         shards_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    int (*sub)(int, char **) = !strcmp(argv[1], "inspect") ? cmd_inspect : !strcmp(argv[1], "synth") ? cmd_synth : NULL;
+    int (*sub)(int, char **) = !strcmp(argv[1], "inspect") ? cmd_inspect
+                               : !strcmp(argv[1], "synth") ? cmd_synth
+                               : !strcmp(argv[1], "bench") ? cmd_bench
+                                                           : NULL;
     if (!sub) {
-        fprintf(stderr, "aimc shards: error: unknown subcommand '%s' (inspect or synth)\n", argv[1]);
+        fprintf(stderr, "aimc shards: error: unknown subcommand '%s' (inspect, synth or bench)\n", argv[1]);
         return 2;
     }
     /* the subcommand's own argv, named "shards inspect" / "shards synth" in messages */
