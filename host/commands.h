@@ -11,4 +11,5 @@ int cmd_export(int argc, char **argv);
 int cmd_forward(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
 int cmd_bank(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 #endif

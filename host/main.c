@@ -22,6 +22,7 @@ static const command commands[] = {
     {"forward", cmd_forward, "one forward pass of a LLaVA / BLIP-2 / CLIP / LLaMA / OPT folder: logits, hidden states, loss"},
     {"infer", cmd_infer, "answer a multimodal query: AIM-fused, in-context (icl) or zero-shot demonstrations"},
     {"bank", cmd_bank, "build or describe a demonstration bank (aggregated hidden states, reused by infer)"},
+    {"eval", cmd_eval, "score k-shot aim / icl / zero-shot answers on a benchmark (VQA, captions, Hateful Memes)"},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 
