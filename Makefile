@@ -60,11 +60,12 @@ $(BUILD)/libaimc.a: $(LIB_OBJ)
 $(BUILD)/aimc: $(BUILD)/host/main.o $(BUILD)/libaimc.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c tests/testlib.h $(BUILD)/libaimc.a
+TEST_HEADERS := $(wildcard tests/*.h)
+$(BUILD)/tests/%: tests/%.c $(TEST_HEADERS) $(BUILD)/libaimc.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(BUILD)/libaimc.a -o $@ $(LDLIBS)
 
-$(BUILD)/tests-cuda/%: tests/cuda/%.c tests/testlib.h $(BUILD)/libaimc.a
+$(BUILD)/tests-cuda/%: tests/cuda/%.c $(TEST_HEADERS) $(BUILD)/libaimc.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(BUILD)/libaimc.a -o $@ $(LDLIBS)
 
@@ -110,3 +111,36 @@ else
 bench:
 	@echo "make bench: this build has no CUDA (nvcc not found or CUDA=0)"; exit 1
 endif
+
+# make fuzz: libFuzzer targets for every parser of outside input (tests/fuzz/README.md).
+# Clang with ASan + UBSan, CPU only, in its own build folder. Each target first
+# replays its saved reproducers (tests/fuzz/crashes/TARGET/*), then runs for
+# FUZZ_SECONDS; any crash, leak, timeout or oracle failure fails the run.
+# FUZZ_TARGETS="fuzz_image fuzz_base64" picks targets; FUZZ_KEEP_GOING=1 fuzzes
+# on past findings (libFuzzer fork mode). Needs clang, libclang-rt-14-dev, libomp-14-dev.
+FUZZ_BUILD   := build-fuzz
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+.PHONY: fuzz fuzz-build
+fuzz-build:
+	$(MAKE) BUILD=$(FUZZ_BUILD) CUDA=0 CC=$(FUZZ_CC) SAN="$(FUZZ_SAN)" $(addprefix $(FUZZ_BUILD)/fuzz/,$(FUZZ_TARGETS))
+fuzz: fuzz-build
+	bash tests/fuzz/run.sh $(FUZZ_BUILD)/fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# The targets define aimc_die / aimc_fail_at themselves (tests/fuzz/fuzz.h):
+# they link a copy of the library in which the library's are weak.
+$(BUILD)/libaimc-fuzz.a: $(BUILD)/libaimc.a
+	objcopy --weaken-symbol=aimc_die --weaken-symbol=aimc_fail_at $< $@
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h $(BUILD)/libaimc-fuzz.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer $< $(BUILD)/libaimc-fuzz.a -o $@ $(LDLIBS)
+
+# make bench-data: images/s per core for decode + preprocess of 640-1024 px
+# JPEG / WebP (aimc, 1 and THREADS threads) and Pillow on the same files when
+# python3 with Pillow is present (scripts/bench_data.sh; env IMAGES, SIZE, PRESET, THREADS, ROUNDS).
+.PHONY: bench-data
+bench-data: $(BUILD)/aimc
+	bash scripts/bench_data.sh $(BUILD)/aimc

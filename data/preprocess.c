@@ -173,8 +173,8 @@ static int read_scalars(const cJSON *root, preprocess_config *c, const json_ctx 
     }
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, "rescale_factor");
     if (f && !cJSON_IsNull(f)) {
-        if (!cJSON_IsNumber(f) || !(f->valuedouble > 0)) {
-            aimc_set_err(j->err, j->errlen, "%s: \"rescale_factor\" must be a number above 0", j->where);
+        if (!cJSON_IsNumber(f) || !(f->valuedouble > 0) || f->valuedouble > PP_MAX_MEAN_STD) {
+            aimc_set_err(j->err, j->errlen, "%s: \"rescale_factor\" must be a number in (0, 1e6]", j->where);
             return -1;
         }
         c->rescale_factor = f->valuedouble;

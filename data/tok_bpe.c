@@ -378,6 +378,6 @@ int bpe_tokenize(const tok_bpe *cm, tok_ctx *c, const char *w, size_t n, tok_ids
     int64_t first = out->n;
     for (int64_t i = 0; i < c->nsyms; i++)
         if (c->syms[i].len) ids_push(out, c->syms[i].id);
-    cache_put(m, w, n, out->ids + first, out->n - first);
+    if (out->n > first) cache_put(m, w, n, out->ids + first, out->n - first); /* nothing to cache for no ids */
     return 0;
 }
