@@ -9,6 +9,7 @@
  * demonstration is a query sequence without fused rows. */
 #include "aim.h"
 #include "../kernels/check.h"
+#include "infer.h" /* infer_download_f32 */
 #include "mllm.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -328,20 +329,6 @@ static int32_t *query_labels(const seq_batch *q, int64_t *count) {
     return labels;
 }
 
-/* Host f32 copy of a backend tensor (malloc'd). */
-static float *download_f32(arena *a, const tensor *t) {
-    size_t mark = a->used;
-    tensor f = *t;
-    if (t->dt != DT_F32) {
-        f = arena_tensor(a, DT_F32, t->ndim, t->shape);
-        op_convert(&f, t);
-    }
-    float *host = aimc_xcalloc((size_t)tensor_numel(t), sizeof *host);
-    a->be->download(host, f.data, (size_t)tensor_numel(t) * sizeof *host);
-    a->used = mark;
-    return host;
-}
-
 /* d (dscale * loss sum) / d fused rows, from the pass whose logits hold
  * d mean / d logits (decoder_lm_loss over `count` targets), into the
  * projector's gradients (accumulated). */
@@ -356,7 +343,7 @@ static void fused_backward(const aim_model *am, arena *a, const seq_batch *q, de
     tensor df = arena_new(a, a->be->act_dtype, n_fused, mllm_d_model(am->mllm));
     op_gather_rows(&df, &dx_rows, &idx);
     projector_backward(am->proj, a, saved, &df, 1);
-    if (trace) trace->d_fused = download_f32(a, &df);
+    if (trace) trace->d_fused = infer_download_f32(a, &df);
     a->used = mark;
 }
 
@@ -367,7 +354,7 @@ static void trace_inputs(aim_trace *t, arena *a, const seq_batch *q, const tenso
     t->len = q->len;
     t->d_model = tensor_cols(x);
     t->n_fused = n_fused;
-    t->embeds = download_f32(a, x);
+    t->embeds = infer_download_f32(a, x);
     t->mask = aimc_xcalloc((size_t)(q->batch * q->len), sizeof *t->mask);
     memcpy(t->mask, q->mask, (size_t)(q->batch * q->len) * sizeof *t->mask);
 }

@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,15 +26,6 @@ enum {
 };
 #define BANK_MAX_D_MODEL ((int64_t)1 << 20)
 #define BANK_MAX_LAYER ((int64_t)1 << 20)
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static void put_u32(uint8_t *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
@@ -117,21 +107,18 @@ struct bank_writer {
     int64_t count, cap;
 };
 
-static char *dup_str(const char *s) {
-    char *d = strdup(s ? s : "");
-    AIMC_CHECK(d, "bank: out of host memory");
-    return d;
-}
+/* A copy of s, or of "" when s is NULL. */
+static char *dup_str(const char *s) { return aimc_strdup(s ? s : ""); }
 
 static int io_fail(const char *path, const char *what, char *err, size_t errlen) {
-    return fail(err, errlen, "%s: %s: %s", path, what, strerror(errno));
+    return aimc_set_err(err, errlen, "%s: %s: %s", path, what, strerror(errno));
 }
 
 bank_writer *bank_writer_open(const char *path, const char *backbone_text, int64_t layer,
                               int64_t d_model, char *err, size_t errlen) {
     if (d_model < 1 || d_model > BANK_MAX_D_MODEL || layer < 0 || layer > BANK_MAX_LAYER) {
-        fail(err, errlen, "%s: bad bank shape (d_model %lld, layer %lld)", path, (long long)d_model,
-             (long long)layer);
+        aimc_set_err(err, errlen, "%s: bad bank shape (d_model %lld, layer %lld)", path, (long long)d_model,
+                     (long long)layer);
         return NULL;
     }
     bank_writer *w = calloc(1, sizeof *w);
@@ -159,19 +146,22 @@ bank_writer *bank_writer_open(const char *path, const char *backbone_text, int64
 static int check_id(const char *id, char *err, size_t errlen) {
     size_t n = id ? strlen(id) : 0;
     if (n < 1 || n > BANK_ID_MAX)
-        return fail(err, errlen, "demonstration id '%s' must have 1 to %d bytes", id ? id : "", BANK_ID_MAX);
+        return aimc_set_err(err, errlen, "demonstration id '%s' must have 1 to %d bytes", id ? id : "",
+                            BANK_ID_MAX);
     for (size_t i = 0; i < n; i++)
         if (id[i] == ',' || (unsigned char)id[i] < 0x20 || id[i] == 0x7f)
-            return fail(err, errlen, "demonstration id '%s' contains a comma or a control character", id);
+            return aimc_set_err(err, errlen, "demonstration id '%s' contains a comma or a control character",
+                                id);
     return 0;
 }
 
 int bank_writer_add(bank_writer *w, const char *id, const char *image, const char *text,
                     const float *rows, int64_t n_rows, char *err, size_t errlen) {
     if (check_id(id, err, errlen)) return -1;
-    if (n_rows < 1) return fail(err, errlen, "demonstration '%s' has no rows (no text tokens)", id);
+    if (n_rows < 1) return aimc_set_err(err, errlen, "demonstration '%s' has no rows (no text tokens)", id);
     for (int64_t i = 0; i < w->count; i++)
-        if (!strcmp(w->entries[i].id, id)) return fail(err, errlen, "demonstration id '%s' appears twice", id);
+        if (!strcmp(w->entries[i].id, id)) return aimc_set_err(err, errlen,
+                                                               "demonstration id '%s' appears twice", id);
     size_t n = (size_t)(n_rows * w->d_model);
     if (fwrite(rows, sizeof *rows, n, w->f) != n) return io_fail(w->tmp, "cannot write", err, errlen);
     if (w->count == w->cap) {
@@ -331,8 +321,9 @@ static int map_file(bank *b, char *err, size_t errlen) {
     b->map_size = (size_t)st.st_size;
     if (b->map_size < BANK_HEADER_SIZE) {
         close(fd);
-        return fail(err, errlen, "%s: not a demonstration bank (%zu bytes, shorter than the %u-byte header)",
-                    b->path, b->map_size, BANK_HEADER_SIZE);
+        return aimc_set_err(err, errlen,
+                            "%s: not a demonstration bank (%zu bytes, shorter than the %u-byte header)",
+                            b->path, b->map_size, BANK_HEADER_SIZE);
     }
     void *p = mmap(NULL, b->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
@@ -349,15 +340,17 @@ typedef struct bank_geom {
 static int read_header(bank *b, bank_geom *g, char *err, size_t errlen) {
     const uint8_t *h = b->map;
     if (memcmp(h + H_MAGIC, BANK_MAGIC, 8))
-        return fail(err, errlen, "%s: not a demonstration bank (no %s magic)", b->path, BANK_MAGIC);
+        return aimc_set_err(err, errlen, "%s: not a demonstration bank (no %s magic)", b->path, BANK_MAGIC);
     b->version = get_u32(h + H_VERSION);
     if (b->version != BANK_VERSION || get_u32(h + H_HEADER_SIZE) != BANK_HEADER_SIZE)
-        return fail(err, errlen, "%s: bank version %u (header %u bytes); this aimc reads version %u", b->path,
-                    b->version, get_u32(h + H_HEADER_SIZE), BANK_VERSION);
+        return aimc_set_err(err, errlen, "%s: bank version %u (header %u bytes); this aimc reads version %u",
+                            b->path,
+                            b->version, get_u32(h + H_HEADER_SIZE), BANK_VERSION);
     g->file_size = get_u64(h + H_FILE_SIZE);
     if (g->file_size != b->map_size)
-        return fail(err, errlen, "%s: truncated or damaged bank: the header says %llu bytes, the file has %zu",
-                    b->path, (unsigned long long)g->file_size, b->map_size);
+        return aimc_set_err(err, errlen,
+                            "%s: truncated or damaged bank: the header says %llu bytes, the file has %zu",
+                            b->path, (unsigned long long)g->file_size, b->map_size);
     b->backbone_hash = get_u64(h + H_BACKBONE_HASH);
     b->layer = (int64_t)get_u64(h + H_LAYER);
     b->d_model = (int64_t)get_u64(h + H_D_MODEL);
@@ -376,13 +369,15 @@ static int check_geometry(const bank *b, bank_geom *g, char *err, size_t errlen)
     uint64_t size = g->file_size, body = size - BANK_HEADER_SIZE;
     if (b->d_model < 1 || b->d_model > BANK_MAX_D_MODEL || b->layer < 0 || b->layer > BANK_MAX_LAYER ||
         b->count < 0 || b->total_rows < 0 || get_u64(h + H_ROWS_OFFSET) != BANK_HEADER_SIZE)
-        return fail(err, errlen, "%s: corrupt bank header (d_model %lld, layer %lld, count %lld, rows %lld)",
-                    b->path, (long long)b->d_model, (long long)b->layer, (long long)b->count,
-                    (long long)b->total_rows);
+        return aimc_set_err(err, errlen,
+                            "%s: corrupt bank header (d_model %lld, layer %lld, count %lld, rows %lld)",
+                            b->path, (long long)b->d_model, (long long)b->layer, (long long)b->count,
+                            (long long)b->total_rows);
     if ((uint64_t)b->total_rows > body / 4 / (uint64_t)b->d_model || (uint64_t)b->count > body / BANK_ENTRY_SIZE)
-        return fail(err, errlen, "%s: truncated bank: %lld rows of %lld floats and %lld entries do not fit in %llu bytes",
-                    b->path, (long long)b->total_rows, (long long)b->d_model, (long long)b->count,
-                    (unsigned long long)size);
+        return aimc_set_err(err, errlen,
+                            "%s: truncated bank: %lld rows of %lld floats and %lld entries do not fit in %llu bytes",
+                            b->path, (long long)b->total_rows, (long long)b->d_model, (long long)b->count,
+                            (unsigned long long)size);
     g->rows_len = (uint64_t)b->total_rows * (uint64_t)b->d_model * 4;
     g->index_len = (uint64_t)b->count * BANK_ENTRY_SIZE;
     int ok = g->text_offset == align8(BANK_HEADER_SIZE + g->rows_len) && g->text_len <= size &&
@@ -390,8 +385,9 @@ static int check_geometry(const bank *b, bank_geom *g, char *err, size_t errlen)
              g->index_offset <= size && g->index_len <= size - g->index_offset &&
              g->pool_len == size - g->index_offset - g->index_len;
     if (!ok)
-        return fail(err, errlen, "%s: truncated or corrupt bank: its sections do not add up to the %llu-byte file",
-                    b->path, (unsigned long long)size);
+        return aimc_set_err(err, errlen,
+                            "%s: truncated or corrupt bank: its sections do not add up to the %llu-byte file",
+                            b->path, (unsigned long long)size);
     g->pool_offset = g->index_offset + g->index_len;
     return 0;
 }
@@ -402,8 +398,14 @@ static int check_crc(const bank *b, const bank_geom *g, char *err, size_t errlen
     uint32_t got = meta_crc(m, m + g->text_offset, (size_t)g->text_len, m + g->index_offset, (size_t)g->index_len,
                             m + g->pool_offset, (size_t)g->pool_len);
     if (want != got)
-        return fail(err, errlen, "%s: corrupt bank: header/index checksum %08x, expected %08x", b->path, got, want);
+        return aimc_set_err(err, errlen, "%s: corrupt bank: header/index checksum %08x, expected %08x",
+                            b->path, got, want);
     return 0;
+}
+
+/* Bytes of b->pool: the pool plus a NUL for each of an entry's 3 strings. */
+static uint64_t pool_capacity(const bank *b, const bank_geom *g) {
+    return g->pool_len + 3 * (uint64_t)b->count + 1;
 }
 
 /* A string of the pool as a NUL-terminated copy in b->pool at *at. */
@@ -412,8 +414,14 @@ static int pool_string(bank *b, const bank_geom *g, const uint8_t *p, uint64_t *
     uint64_t off = get_u64(p), len = get_u64(p + 8);
     const char *src = (const char *)b->map + g->pool_offset;
     if (off > g->pool_len || len > g->pool_len - off || memchr(src + off, 0, (size_t)len))
-        return fail(err, errlen, "%s: corrupt bank index: a string at %llu (+%llu) is outside the pool or holds NUL",
-                    b->path, (unsigned long long)off, (unsigned long long)len);
+        return aimc_set_err(err, errlen,
+                            "%s: corrupt bank index: a string at %llu (+%llu) is outside the pool or holds NUL",
+                            b->path, (unsigned long long)off, (unsigned long long)len);
+    /* Entries may point at overlapping pool bytes: bound the copies by the
+     * copy buffer read_index allocated, not by the pool. */
+    if (*at + len + 1 > pool_capacity(b, g))
+        return aimc_set_err(err, errlen, "%s: corrupt bank index: the strings are longer than the pool",
+                            b->path);
     memcpy(b->pool + *at, src + off, (size_t)len);
     b->pool[*at + len] = 0;
     *out = b->pool + *at;
@@ -434,14 +442,15 @@ static int check_unique_ids(const bank *b, char *err, size_t errlen) {
     int rc = 0;
     for (int64_t i = 1; i < b->count && !rc; i++)
         if (!strcmp(sorted[i]->id, sorted[i - 1]->id))
-            rc = fail(err, errlen, "%s: corrupt bank index: id '%s' appears twice", b->path, sorted[i]->id);
+            rc = aimc_set_err(err, errlen, "%s: corrupt bank index: id '%s' appears twice", b->path,
+                              sorted[i]->id);
     free(sorted);
     return rc;
 }
 
 static int read_index(bank *b, const bank_geom *g, char *err, size_t errlen) {
     b->entries = calloc((size_t)b->count + 1, sizeof *b->entries);
-    b->pool = malloc((size_t)(g->pool_len + 3 * (uint64_t)b->count + 1));
+    b->pool = malloc((size_t)pool_capacity(b, g));
     AIMC_CHECK(b->entries && b->pool, "bank: out of host memory");
     uint64_t at = 0;
     int64_t next_row = 0;
@@ -451,32 +460,36 @@ static int read_index(bank *b, const bank_geom *g, char *err, size_t errlen) {
         e->row = (int64_t)get_u64(p);
         e->n_rows = (int64_t)get_u64(p + 8);
         if (e->row != next_row || e->n_rows < 1 || e->n_rows > b->total_rows - next_row)
-            return fail(err, errlen, "%s: corrupt bank index: entry %lld has rows [%lld, +%lld), expected to start at %lld within %lld rows",
-                        b->path, (long long)i, (long long)e->row, (long long)e->n_rows, (long long)next_row,
-                        (long long)b->total_rows);
+            return aimc_set_err(err, errlen,
+                                "%s: corrupt bank index: entry %lld has rows [%lld, +%lld), expected to start at %lld within %lld rows",
+                                b->path, (long long)i, (long long)e->row, (long long)e->n_rows,
+                                (long long)next_row,
+                                (long long)b->total_rows);
         next_row += e->n_rows;
         if (pool_string(b, g, p + 16, &at, &e->id, err, errlen) || pool_string(b, g, p + 32, &at, &e->image, err, errlen) ||
             pool_string(b, g, p + 48, &at, &e->text, err, errlen))
             return -1;
         char why[512];
-        if (check_id(e->id, why, sizeof why)) return fail(err, errlen, "%s: corrupt bank index: %s", b->path, why);
+        if (check_id(e->id, why, sizeof why)) return aimc_set_err(err, errlen, "%s: corrupt bank index: %s",
+                                                                  b->path, why);
     }
     if (next_row != b->total_rows)
-        return fail(err, errlen, "%s: corrupt bank index: entries cover %lld of %lld rows", b->path,
-                    (long long)next_row, (long long)b->total_rows);
+        return aimc_set_err(err, errlen, "%s: corrupt bank index: entries cover %lld of %lld rows", b->path,
+                            (long long)next_row, (long long)b->total_rows);
     return check_unique_ids(b, err, errlen);
 }
 
 static int read_text(bank *b, const bank_geom *g, char *err, size_t errlen) {
     const char *src = (const char *)b->map + g->text_offset;
     if (memchr(src, 0, (size_t)g->text_len))
-        return fail(err, errlen, "%s: corrupt bank: the backbone text holds a NUL byte", b->path);
+        return aimc_set_err(err, errlen, "%s: corrupt bank: the backbone text holds a NUL byte", b->path);
     b->backbone_text = malloc((size_t)g->text_len + 1);
     AIMC_CHECK(b->backbone_text, "bank: out of host memory");
     memcpy(b->backbone_text, src, (size_t)g->text_len);
     b->backbone_text[g->text_len] = 0;
     if (ckpt_hash_text(b->backbone_text) != b->backbone_hash)
-        return fail(err, errlen, "%s: corrupt bank: the backbone text does not match its hash", b->path);
+        return aimc_set_err(err, errlen, "%s: corrupt bank: the backbone text does not match its hash",
+                            b->path);
     return 0;
 }
 
@@ -506,11 +519,14 @@ const float *bank_entry_rows(const bank *b, const bank_entry *e) {
 
 int bank_check_model(const bank *b, const char *backbone_text, int64_t layer, char *err, size_t errlen) {
     if (ckpt_hash_text(backbone_text) != b->backbone_hash)
-        return fail(err, errlen, "%s: this bank was built from another backbone (bank: %s; model: %s)", b->path,
-                    b->backbone_text, backbone_text);
+        return aimc_set_err(err, errlen,
+                            "%s: this bank was built from another backbone (bank: %s; model: %s)", b->path,
+                            b->backbone_text, backbone_text);
     if (layer != b->layer)
-        return fail(err, errlen, "%s: this bank holds hidden states of layer %lld, but layer %lld is in use "
-                    "(rebuild the bank with --layer %lld)", b->path, (long long)b->layer, (long long)layer,
-                    (long long)layer);
+        return aimc_set_err(err, errlen,
+                            "%s: this bank holds hidden states of layer %lld, but layer %lld is in use "
+                            "(rebuild the bank with --layer %lld)", b->path, (long long)b->layer,
+                            (long long)layer,
+                            (long long)layer);
     return 0;
 }

@@ -10,15 +10,6 @@
 #include <string.h>
 #include <strings.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static char *dup_range(const char *s, size_t n) {
     char *d = malloc(n + 1);
     AIMC_CHECK(d, "config: out of memory");
@@ -79,11 +70,11 @@ static int parse_value(const char *v, const char *end, const char *where, int li
     v = skip_space(v, end);
     if (v < end && (*v == '"' || *v == '\'')) {
         const char *close = find_closing_quote(v, end);
-        if (!close) return fail(err, errlen, "%s:%d: unterminated quote in value", where, line);
+        if (!close) return aimc_set_err(err, errlen, "%s:%d: unterminated quote in value", where, line);
         const char *rest = skip_space(close + 1, end);
         if (rest < end && *rest != '#')
-            return fail(err, errlen, "%s:%d: text after the closing quote: '%.*s'", where, line,
-                        (int)(end - rest), rest);
+            return aimc_set_err(err, errlen, "%s:%d: text after the closing quote: '%.*s'", where, line,
+                                (int)(end - rest), rest);
         *out = *v == '"' ? unescape_range(v + 1, close) : dup_range(v + 1, (size_t)(close - v - 1));
         return 0;
     }
@@ -105,11 +96,12 @@ static int parse_line(const char *s, const char *end, const char *where, int lin
                       size_t errlen) {
     const char *eq = memchr(s, '=', (size_t)(end - s));
     if (!eq)
-        return fail(err, errlen, "%s:%d: expected 'key = value', got '%.*s'", where, line, (int)(end - s), s);
+        return aimc_set_err(err, errlen, "%s:%d: expected 'key = value', got '%.*s'", where, line,
+                            (int)(end - s), s);
     const char *kend = trim_end(s, eq);
     if (!valid_key(s, (size_t)(kend - s)))
-        return fail(err, errlen, "%s:%d: bad key '%.*s' (letters, digits, '_' and '-')", where, line,
-                    (int)(kend - s), s);
+        return aimc_set_err(err, errlen, "%s:%d: bad key '%.*s' (letters, digits, '_' and '-')", where, line,
+                            (int)(kend - s), s);
     e->line = line;
     if (parse_value(eq + 1, end, where, line, &e->value, err, errlen)) return -1;
     e->key = dup_range(s, (size_t)(kend - s));
@@ -119,8 +111,8 @@ static int parse_line(const char *s, const char *end, const char *where, int lin
 static int add_entry(config_file *c, const config_entry *e, char *err, size_t errlen) {
     for (int i = 0; i < c->n; i++)
         if (key_equal(c->entries[i].key, e->key))
-            return fail(err, errlen, "%s:%d: key '%s' repeats line %d", c->where, e->line, e->key,
-                        c->entries[i].line);
+            return aimc_set_err(err, errlen, "%s:%d: key '%s' repeats line %d", c->where, e->line, e->key,
+                                c->entries[i].line);
     config_entry *grown = realloc(c->entries, (size_t)(c->n + 1) * sizeof *grown);
     AIMC_CHECK(grown, "config: out of memory");
     c->entries = grown;
@@ -153,7 +145,7 @@ int config_parse(const char *text, const char *where, config_file *out, char *er
 int config_load(const char *path, config_file *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, errlen, "config %s: cannot open: %s", path, strerror(errno));
+    if (!f) return aimc_set_err(err, errlen, "config %s: cannot open: %s", path, strerror(errno));
     char *text = NULL;
     size_t n = 0, cap = 0, got;
     do {
@@ -169,12 +161,12 @@ int config_load(const char *path, config_file *out, char *err, size_t errlen) {
     fclose(f);
     if (bad) {
         free(text);
-        return fail(err, errlen, "config %s: read error", path);
+        return aimc_set_err(err, errlen, "config %s: read error", path);
     }
     text[n] = 0;
     if (strlen(text) != n) {
         free(text);
-        return fail(err, errlen, "config %s: holds a NUL byte (not a text file)", path);
+        return aimc_set_err(err, errlen, "config %s: holds a NUL byte (not a text file)", path);
     }
     int rc = config_parse(text, path, out, err, errlen);
     free(text);
@@ -233,8 +225,9 @@ static int set_option(const config_file *c, const config_entry *e, const arg_opt
         break;
     }
     static const char *const kinds[] = {"a string", "an integer", "a number", "true or false"};
-    return fail(err, errlen, "%s:%d: %s expects %s, got '%s'", c->where, e->line, e->key, kinds[o->type],
-                e->value);
+    return aimc_set_err(err, errlen, "%s:%d: %s expects %s, got '%s'", c->where, e->line, e->key,
+                        kinds[o->type],
+                        e->value);
 }
 
 static int in_list(const char *name, const char *const *list) {
@@ -250,7 +243,7 @@ int config_apply(const config_file *c, const arg_opt *opts, int nopts, const cha
         const arg_opt *o = NULL;
         for (int j = 0; j < nopts && !o; j++)
             if (key_equal(opts[j].name, e->key) && !in_list(opts[j].name, skip)) o = &opts[j];
-        if (!o) return fail(err, errlen, "%s:%d: unknown key '%s'", c->where, e->line, e->key);
+        if (!o) return aimc_set_err(err, errlen, "%s:%d: unknown key '%s'", c->where, e->line, e->key);
         if (set_option(c, e, o, err, errlen)) return -1;
     }
     return 0;

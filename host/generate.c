@@ -2,25 +2,9 @@
 #include "generate.h"
 #include "../kernels/check.h"
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-static void *host_alloc(size_t n, size_t size) {
-    void *p = calloc(n ? n : 1, size);
-    AIMC_CHECK(p, "generate: out of host memory");
-    return p;
-}
 
 /* ---- configuration ------------------------------------------------------------ */
 
@@ -53,31 +37,39 @@ const char *gen_stop_name(gen_stop_reason r) {
 int gen_config_check(const gen_config *c, const decoder *m, char *err, size_t errlen) {
     int64_t vocab = m->cfg.vocab;
     if (c->max_new_tokens < 1)
-        return fail(err, errlen, "max new tokens must be at least 1 (got %lld)", (long long)c->max_new_tokens);
+        return aimc_set_err(err, errlen, "max new tokens must be at least 1 (got %lld)",
+                            (long long)c->max_new_tokens);
     if (c->num_beams < 1 || c->num_beams > GEN_MAX_BEAMS)
-        return fail(err, errlen, "number of beams must be in [1, %d] (got %d)", GEN_MAX_BEAMS, c->num_beams);
+        return aimc_set_err(err, errlen, "number of beams must be in [1, %d] (got %d)", GEN_MAX_BEAMS,
+                            c->num_beams);
     if (!isfinite(c->length_penalty))
-        return fail(err, errlen, "length penalty must be a finite number (got %g)", c->length_penalty);
+        return aimc_set_err(err, errlen, "length penalty must be a finite number (got %g)",
+                            c->length_penalty);
     if (c->early_stopping < GEN_EARLY_FALSE || c->early_stopping > GEN_EARLY_NEVER)
-        return fail(err, errlen, "early stopping must be true, false or never (got %d)", (int)c->early_stopping);
+        return aimc_set_err(err, errlen, "early stopping must be true, false or never (got %d)",
+                            (int)c->early_stopping);
     if (c->eos_id < -1 || c->eos_id >= vocab)
-        return fail(err, errlen, "EOS id %d is outside the vocabulary [0, %lld)", c->eos_id, (long long)vocab);
-    if (c->n_stop > 0 && !c->tok) return fail(err, errlen, "stop strings need a tokenizer to decode the text");
+        return aimc_set_err(err, errlen, "EOS id %d is outside the vocabulary [0, %lld)", c->eos_id,
+                            (long long)vocab);
+    if (c->n_stop > 0 && !c->tok) return aimc_set_err(err, errlen,
+                                                      "stop strings need a tokenizer to decode the text");
     for (int i = 0; i < c->n_stop; i++)
-        if (!c->stop[i] || !*c->stop[i]) return fail(err, errlen, "stop string %d is empty", i + 1);
-    if (c->allowed && c->n_allowed < 1) return fail(err, errlen, "the allowed-token list is empty");
+        if (!c->stop[i] || !*c->stop[i]) return aimc_set_err(err, errlen, "stop string %d is empty", i + 1);
+    if (c->allowed && c->n_allowed < 1) return aimc_set_err(err, errlen, "the allowed-token list is empty");
     for (int64_t i = 0; c->allowed && i < c->n_allowed; i++)
         if (c->allowed[i] < 0 || c->allowed[i] >= vocab)
-            return fail(err, errlen, "allowed token %d is outside the vocabulary [0, %lld)", c->allowed[i],
-                        (long long)vocab);
+            return aimc_set_err(err, errlen, "allowed token %d is outside the vocabulary [0, %lld)",
+                                c->allowed[i],
+                                (long long)vocab);
     return 0;
 }
 
 static int check_prompt(const decoder *m, const tensor *prompt, char *err, size_t errlen) {
     if (prompt->ndim != 3 || prompt->shape[0] != 1 || prompt->shape[1] < 1 ||
         prompt->shape[2] != m->cfg.hidden || prompt->be != m->be)
-        return fail(err, errlen, "generate: the prompt must be [1, T >= 1, %lld] on the model's backend",
-                    (long long)m->cfg.hidden);
+        return aimc_set_err(err, errlen,
+                            "generate: the prompt must be [1, T >= 1, %lld] on the model's backend",
+                            (long long)m->cfg.hidden);
     return 0;
 }
 
@@ -103,7 +95,7 @@ void gen_log_softmax(const float *logits, int64_t vocab, const uint8_t *allowed,
 /* 1 per allowed id, or NULL when every id is allowed. */
 static uint8_t *allowed_mask(const gen_config *c, int64_t vocab) {
     if (!c->allowed) return NULL;
-    uint8_t *mask = host_alloc((size_t)vocab, 1);
+    uint8_t *mask = aimc_xcalloc((size_t)vocab, 1);
     for (int64_t i = 0; i < c->n_allowed; i++) mask[c->allowed[i]] = 1;
     return mask;
 }
@@ -111,7 +103,7 @@ static uint8_t *allowed_mask(const gen_config *c, int64_t vocab) {
 /* Decoded text of ids (special tokens skipped; ids the tokenizer does not
  * know, such as a model's extra padding rows, are left out). malloc'd. */
 static char *decode_ids(const tokenizer *tok, const int32_t *ids, int64_t n) {
-    int32_t *known = host_alloc((size_t)n, sizeof *known);
+    int32_t *known = aimc_xcalloc((size_t)n, sizeof *known);
     int64_t k = 0;
     for (int64_t i = 0; i < n; i++)
         if (tokenizer_id_to_token(tok, ids[i])) known[k++] = ids[i];
@@ -189,7 +181,7 @@ static int begin(const decoder *m, const tensor *prompt, const gen_config *c, ge
     out->stop_string = -1;
     if (gen_config_check(c, m, err, errlen) || check_prompt(m, prompt, err, errlen)) return -1;
     out->prompt_len = prompt->shape[1];
-    out->ids = host_alloc((size_t)c->max_new_tokens, sizeof *out->ids);
+    out->ids = aimc_xcalloc((size_t)c->max_new_tokens, sizeof *out->ids);
     return 0;
 }
 
@@ -202,8 +194,8 @@ int gen_greedy(const decoder *m, arena *a, const tensor *prompt, const gen_confi
     decoder_cache_init(&cache, m, 1, out->prompt_len + c->max_new_tokens, DEC_POS_ARANGE);
     out->cache_bytes = cache_bytes(&cache);
     uint8_t *allowed = allowed_mask(c, vocab);
-    float *row = host_alloc((size_t)vocab, sizeof *row);
-    double *lp = host_alloc((size_t)vocab, sizeof *lp);
+    float *row = aimc_xcalloc((size_t)vocab, sizeof *row);
+    double *lp = aimc_xcalloc((size_t)vocab, sizeof *lp);
     tensor logits = arena_new(a, DT_F32, 1, 1, vocab);
     size_t step_mark = a->used;
     decoder_step(m, &cache, a, prompt, NULL, &logits);
@@ -260,13 +252,13 @@ static void beam_state_init(beam_state *s, int nb, int64_t max_new) {
     memset(s, 0, sizeof *s);
     s->nb = nb;
     s->max_new = max_new;
-    s->run_ids = host_alloc((size_t)(nb * max_new), sizeof *s->run_ids);
-    s->next_ids = host_alloc((size_t)(nb * max_new), sizeof *s->next_ids);
-    s->run_sum = host_alloc((size_t)nb, sizeof *s->run_sum);
-    s->next_sum = host_alloc((size_t)nb, sizeof *s->next_sum);
-    s->parent = host_alloc((size_t)nb, sizeof *s->parent);
-    s->token = host_alloc((size_t)nb, sizeof *s->token);
-    s->pool = host_alloc((size_t)nb, sizeof *s->pool);
+    s->run_ids = aimc_xcalloc((size_t)(nb * max_new), sizeof *s->run_ids);
+    s->next_ids = aimc_xcalloc((size_t)(nb * max_new), sizeof *s->next_ids);
+    s->run_sum = aimc_xcalloc((size_t)nb, sizeof *s->run_sum);
+    s->next_sum = aimc_xcalloc((size_t)nb, sizeof *s->next_sum);
+    s->parent = aimc_xcalloc((size_t)nb, sizeof *s->parent);
+    s->token = aimc_xcalloc((size_t)nb, sizeof *s->token);
+    s->pool = aimc_xcalloc((size_t)nb, sizeof *s->pool);
     s->n_run = 1; /* the prompt */
 }
 
@@ -299,7 +291,7 @@ static void pool_add(beam_state *s, const int32_t *ids, int64_t n, double sum, d
         s->n_pool++;
     }
     hyp *h = &s->pool[slot];
-    h->ids = host_alloc((size_t)n, sizeof *h->ids);
+    h->ids = aimc_xcalloc((size_t)n, sizeof *h->ids);
     memcpy(h->ids, ids, (size_t)n * sizeof *ids);
     h->n = n, h->sum = sum, h->score = score, h->stop = why, h->stop_string = which;
 }
@@ -421,7 +413,7 @@ static void cache_reorder(decoder_cache *c, arena *a, const int32_t *parent) {
         reorder_rows(&c->v[l], a, c->cap, c->len, parent, c->batch);
     }
     reorder_rows(&c->mask, a, c->cap, c->len, parent, c->batch);
-    int32_t *old = host_alloc((size_t)(c->batch * c->cap), sizeof *old);
+    int32_t *old = aimc_xcalloc((size_t)(c->batch * c->cap), sizeof *old);
     memcpy(old, c->host_mask, (size_t)(c->batch * c->cap) * sizeof *old);
     for (int64_t j = 0; j < c->batch; j++)
         memcpy(c->host_mask + j * c->cap, old + (int64_t)parent[j] * c->cap, (size_t)c->len * sizeof *old);
@@ -480,10 +472,10 @@ int gen_beam(const decoder *m, arena *a, const tensor *prompt, const gen_config 
     decoder_cache_init(&cache, m, nb, out->prompt_len + c->max_new_tokens, DEC_POS_ARANGE);
     out->cache_bytes = cache_bytes(&cache) + cache_bytes(&cache) / (size_t)nb; /* + the prefill's batch-1 cache */
     uint8_t *allowed = allowed_mask(c, vocab);
-    float *rows = host_alloc((size_t)(nb * vocab), sizeof *rows);
-    double *lp = host_alloc((size_t)(nb * vocab), sizeof *lp);
-    cand *top = host_alloc((size_t)(2 * nb), sizeof *top);
-    int32_t *seq = host_alloc((size_t)c->max_new_tokens, sizeof *seq);
+    float *rows = aimc_xcalloc((size_t)(nb * vocab), sizeof *rows);
+    double *lp = aimc_xcalloc((size_t)(nb * vocab), sizeof *lp);
+    cand *top = aimc_xcalloc((size_t)(2 * nb), sizeof *top);
+    int32_t *seq = aimc_xcalloc((size_t)c->max_new_tokens, sizeof *seq);
     beam_prefill(m, a, prompt, &cache, rows);
     out->forward_steps = 1;
     for (int64_t len = 1;; len++) {
@@ -496,7 +488,8 @@ int gen_beam(const decoder *m, arena *a, const tensor *prompt, const gen_config 
         advance(&s);
     }
     int rc = 0;
-    if (s.n_pool == 0) rc = fail(err, errlen, "beam search: no finite-score continuation (check the allowed tokens)");
+    if (s.n_pool == 0) rc = aimc_set_err(err, errlen,
+                                         "beam search: no finite-score continuation (check the allowed tokens)");
     else take_best(&s, out);
     if (!rc) finish_text(c, out);
     free(rows), free(lp), free(top), free(seq), free(allowed);

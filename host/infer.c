@@ -9,31 +9,12 @@
 #include "safetensors.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-static char *dup_str(const char *s) {
-    char *d = strdup(s ? s : "");
-    AIMC_CHECK(d, "infer: out of host memory");
-    return d;
-}
-
-static void *host_alloc(size_t n, size_t size) {
-    void *p = calloc(n ? n : 1, size);
-    AIMC_CHECK(p, "infer: out of host memory");
-    return p;
-}
+/* A copy of s, or of "" when s is NULL. */
+static char *dup_str(const char *s) { return aimc_strdup(s ? s : ""); }
 
 /* ---- modes ---------------------------------------------------------------------- */
 
@@ -125,7 +106,7 @@ char *infer_template_fill(const char *tpl, const char *prompt, const char *answe
     for (const char *s = tpl; *s; s++)
         for (int k = 0; k < 2; k++)
             if (!strncmp(s, keys[k], strlen(keys[k]))) cap += strlen(vals[k]);
-    char *out = host_alloc(cap, 1), *o = out;
+    char *out = aimc_xcalloc(cap, 1), *o = out;
     for (const char *s = tpl; *s;) {
         int k = !strncmp(s, keys[0], strlen(keys[0])) ? 0 : !strncmp(s, keys[1], strlen(keys[1])) ? 1 : -1;
         if (k < 0) {
@@ -149,19 +130,19 @@ static int load_pixels(episode_item *it, const char *path, const preprocess_conf
     char why[512];
     int rc = preprocess_output_size(pp, img.width, img.height, &h, &w, why, sizeof why);
     if (!rc) {
-        it->pixels = host_alloc((size_t)(3 * h * w), sizeof *it->pixels);
+        it->pixels = aimc_xcalloc((size_t)(3 * h * w), sizeof *it->pixels);
         it->height = h, it->width = w;
         rc = preprocess_image(pp, &img, it->pixels, why, sizeof why);
     }
     image_free(&img);
-    return rc ? fail(err, errlen, "%s: %s", path, why) : 0;
+    return rc ? aimc_set_err(err, errlen, "%s: %s", path, why) : 0;
 }
 
 static int tokenize(episode_item *it, const char *text, const tokenizer *tok, char *err, size_t errlen) {
     tok_ids ids = {0};
     tokenizer_encode_opts o = {.add_special = 0, .max_length = -1};
     if (tokenizer_encode(tok, text, strlen(text), &o, &ids, err, errlen)) return -1;
-    it->tokens = host_alloc((size_t)ids.n, sizeof *it->tokens);
+    it->tokens = aimc_xcalloc((size_t)ids.n, sizeof *it->tokens);
     if (ids.n) memcpy(it->tokens, ids.ids, (size_t)ids.n * sizeof *ids.ids);
     it->n_tokens = ids.n;
     tok_ids_free(&ids);
@@ -211,7 +192,7 @@ static int plan_prompt(const mllm *m, infer_mode mode, const infer_demo *demos, 
     return n + plan_unit(m, query, s + n);
 }
 
-static seg *plan_alloc(int k) { return host_alloc((size_t)(4 + 3 * (k > 0 ? k : 0)), sizeof(seg)); }
+static seg *plan_alloc(int k) { return aimc_xcalloc((size_t)(4 + 3 * (k > 0 ? k : 0)), sizeof(seg)); }
 
 static int64_t plan_len(const seg *s, int n) {
     int64_t len = 0;
@@ -333,7 +314,7 @@ float *infer_download_f32(arena *a, const tensor *t) {
         f = arena_tensor(a, DT_F32, t->ndim, t->shape);
         op_convert(&f, t);
     }
-    float *host = host_alloc((size_t)tensor_numel(t), sizeof *host);
+    float *host = aimc_xcalloc((size_t)tensor_numel(t), sizeof *host);
     a->be->download(host, f.data, (size_t)tensor_numel(t) * sizeof *host);
     a->used = mark;
     return host;
@@ -390,8 +371,10 @@ int infer_check_backbone(const char *recorded, const mllm *m, const char *what, 
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         if (!word_value(recorded, keys[i], want, sizeof want) || !word_value(mine, keys[i], have, sizeof have)) continue;
         if (strcmp(want, have))
-            return fail(err, errlen, "%s was made for another backbone: %s=%s there, %s=%s in this model (%s)", what,
-                        keys[i], want, keys[i], have, recorded);
+            return aimc_set_err(err, errlen,
+                                "%s was made for another backbone: %s=%s there, %s=%s in this model (%s)",
+                                what,
+                                keys[i], want, keys[i], have, recorded);
     }
     return 0;
 }
@@ -420,7 +403,8 @@ static int load_checkpoint(projector *p, const backend *be, const char *path, in
     projector_config cfg;
     char why[512];
     int rc = projector_config_parse(f->projector_text, &cfg, why, sizeof why);
-    if (rc) fail(err, errlen, "%s: projector description '%s': %s", meta->source, f->projector_text, why);
+    if (rc) aimc_set_err(err, errlen, "%s: projector description '%s': %s", meta->source, f->projector_text,
+                         why);
     if (!rc) {
         projector_init(p, be, &cfg);
         rc = ckpt_projector_restore(f, p, 0, err, errlen);
@@ -442,11 +426,11 @@ static int ends_with(const char *s, const char *suffix) {
 static char *read_text_file(const char *path, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        aimc_set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     size_t n = 0, cap = 4096, got;
-    char *text = host_alloc(cap, 1);
+    char *text = aimc_xcalloc(cap, 1);
     while ((got = fread(text + n, 1, cap - n - 1, f)) > 0) {
         n += got;
         if (cap - n - 1 == 0) {
@@ -465,21 +449,22 @@ static int json_projector_config(const cJSON *o, projector_config *cfg, const ch
     const cJSON *desc = cJSON_GetObjectItemCaseSensitive(o, "projector_config");
     if (cJSON_IsString(desc)) {
         if (projector_config_parse(desc->valuestring, cfg, why, sizeof why))
-            return fail(err, errlen, "%s: projector_config '%s': %s", where, desc->valuestring, why);
+            return aimc_set_err(err, errlen, "%s: projector_config '%s': %s", where, desc->valuestring, why);
         return 0;
     }
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "projector_type");
     const cJSON *din = cJSON_GetObjectItemCaseSensitive(o, "d_in"), *dout = cJSON_GetObjectItemCaseSensitive(o, "d_out");
     if (!cJSON_IsString(type) || !cJSON_IsNumber(din) || !cJSON_IsNumber(dout))
-        return fail(err, errlen, "%s: needs projector_config, or projector_type, d_in and d_out", where);
+        return aimc_set_err(err, errlen, "%s: needs projector_config, or projector_type, d_in and d_out",
+                            where);
     int t = projector_type_parse(type->valuestring);
-    if (t < 0) return fail(err, errlen, "%s: unknown projector_type '%s'", where, type->valuestring);
+    if (t < 0) return aimc_set_err(err, errlen, "%s: unknown projector_type '%s'", where, type->valuestring);
     const cJSON *hid = cJSON_GetObjectItemCaseSensitive(o, "d_hidden"), *eps = cJSON_GetObjectItemCaseSensitive(o, "ln_eps");
     *cfg = (projector_config){.type = (projector_type)t, .d_in = (int64_t)din->valuedouble,
                              .d_out = (int64_t)dout->valuedouble,
                              .d_hidden = cJSON_IsNumber(hid) ? (int64_t)hid->valuedouble : 0,
                              .ln_eps = cJSON_IsNumber(eps) ? (float)eps->valuedouble : 1e-5f};
-    if (projector_config_check(cfg, why, sizeof why)) return fail(err, errlen, "%s: %s", where, why);
+    if (projector_config_check(cfg, why, sizeof why)) return aimc_set_err(err, errlen, "%s: %s", where, why);
     return 0;
 }
 
@@ -503,13 +488,15 @@ static int upload_params(projector *p, const char *path, char *err, size_t errle
         for (int d = 0; ok && d < t->ndim; d++) ok = t->shape[d] == pp->value.shape[d];
         char shape[80];
         if (!ok) {
-            rc = fail(err, errlen, "%s: tensor '%s' %s (the projector needs %s)", path, pp->name,
-                      t ? "has another shape" : "is missing", tensor_shape_str(&pp->value, shape, sizeof shape));
+            rc = aimc_set_err(err, errlen, "%s: tensor '%s' %s (the projector needs %s)", path, pp->name,
+                              t ? "has another shape" : "is missing", tensor_shape_str(&pp->value, shape,
+                              sizeof shape));
             break;
         }
-        float *host = host_alloc((size_t)tensor_numel(&pp->value), sizeof *host);
+        float *host = aimc_xcalloc((size_t)tensor_numel(&pp->value), sizeof *host);
         char why[256];
-        if (st_read_f32(t, host, why, sizeof why)) rc = fail(err, errlen, "%s: '%s': %s", path, pp->name, why);
+        if (st_read_f32(t, host, why, sizeof why)) rc = aimc_set_err(err, errlen, "%s: '%s': %s", path,
+                                                                     pp->name, why);
         else p->be->upload(pp->value.data, host, tensor_bytes(&pp->value));
         free(host);
     }
@@ -528,17 +515,18 @@ static void sibling_path(const char *path, const char *name, char *out, size_t n
 static int load_export(projector *p, const backend *be, const char *json_path, const char *weights_path,
                        infer_projector_meta *meta, char *err, size_t errlen) {
     char *text = read_text_file(json_path, err, errlen);
-    if (!text) return fail(err + strlen(err), errlen - strlen(err), " (an exported projector needs its JSON description)");
+    if (!text) return aimc_set_err(err + strlen(err), errlen - strlen(err),
+                                   " (an exported projector needs its JSON description)");
     cJSON *o = cJSON_Parse(text);
     free(text);
-    if (!o) return fail(err, errlen, "%s: not valid JSON", json_path);
+    if (!o) return aimc_set_err(err, errlen, "%s: not valid JSON", json_path);
     projector_config cfg;
     int rc = json_projector_config(o, &cfg, json_path, err, errlen);
     char weights[4096];
     const cJSON *w = cJSON_GetObjectItemCaseSensitive(o, "weights");
     if (weights_path) snprintf(weights, sizeof weights, "%s", weights_path);
     else if (cJSON_IsString(w)) sibling_path(json_path, w->valuestring, weights, sizeof weights);
-    else if (!rc) rc = fail(err, errlen, "%s: no \"weights\" file named", json_path);
+    else if (!rc) rc = aimc_set_err(err, errlen, "%s: no \"weights\" file named", json_path);
     const cJSON *format = cJSON_GetObjectItemCaseSensitive(o, "weights_format");
     if (!rc && cJSON_IsString(format) && !strcmp(format->valuestring, "bin")) { /* aimc export --format bin */
         cJSON_Delete(o);

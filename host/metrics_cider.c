@@ -255,14 +255,6 @@ struct cider_scorer {
     int64_t n_grams, cap_grams, n_counts, cap_counts, n_sents, cap_sents, n_items, cap_items;
 };
 
-static void *grow(void *p, int64_t *cap, int64_t need, size_t elem) {
-    if (need <= *cap) return p;
-    int64_t c = *cap ? *cap : 16;
-    while (c < need) c *= 2;
-    *cap = c;
-    return tok_xrealloc(p, (size_t)c * elem);
-}
-
 cider_scorer *cider_new(void) {
     cider_scorer *s = calloc(1, sizeof *s);
     AIMC_CHECK(s, "cider_new: out of memory");
@@ -293,7 +285,7 @@ static int32_t intern(strmap *m, const char *key, size_t n, int64_t next_id) {
 }
 
 static void push_word(cider_scorer *s, int32_t **ids, int64_t *n, int64_t *cap, const char *w, size_t len) {
-    *ids = grow(*ids, cap, *n + 1, sizeof **ids);
+    *ids = aimc_grow(*ids, cap, *n + 1, sizeof **ids, 16);
     (*ids)[(*n)++] = intern(&s->words, w, len, (int64_t)s->words.n);
 }
 
@@ -326,7 +318,7 @@ static int32_t gram_id(cider_scorer *s, const int32_t *ids, int k) {
     int64_t before = s->grams.n;
     int32_t g = intern(&s->grams, (const char *)ids, (size_t)k * sizeof *ids, before);
     if (s->grams.n > before) {
-        s->gram_len = grow(s->gram_len, &s->cap_grams, s->grams.n, sizeof *s->gram_len);
+        s->gram_len = aimc_grow(s->gram_len, &s->cap_grams, s->grams.n, sizeof *s->gram_len, 16);
         s->gram_len[g] = (int8_t)k;
         s->n_grams = s->grams.n;
     }
@@ -341,7 +333,7 @@ static int64_t add_sentence(cider_scorer *s, const char *text) {
     int32_t *grams = NULL;
     for (int k = 1; k <= CIDER_N; k++)
         for (int64_t i = 0; i + k <= nw; i++) {
-            grams = grow(grams, &cap, total + 1, sizeof *grams);
+            grams = aimc_grow(grams, &cap, total + 1, sizeof *grams, 16);
             grams[total++] = gram_id(s, ids + i, k);
         }
     if (total) qsort(grams, (size_t)total, sizeof *grams, by_int32);
@@ -349,14 +341,14 @@ static int64_t add_sentence(cider_scorer *s, const char *text) {
     for (int64_t i = 0; i < total;) {
         int64_t j = i;
         while (j < total && grams[j] == grams[i]) j++;
-        s->counts = grow(s->counts, &s->cap_counts, s->n_counts + 1, sizeof *s->counts);
+        s->counts = aimc_grow(s->counts, &s->cap_counts, s->n_counts + 1, sizeof *s->counts, 16);
         s->counts[s->n_counts++] = (gram_count){grams[i], (int32_t)(j - i)};
         sent.n++;
         i = j;
     }
     free(grams);
     free(ids);
-    s->sents = grow(s->sents, &s->cap_sents, s->n_sents + 1, sizeof *s->sents);
+    s->sents = aimc_grow(s->sents, &s->cap_sents, s->n_sents + 1, sizeof *s->sents, 16);
     s->sents[s->n_sents] = sent;
     return s->n_sents++;
 }
@@ -365,7 +357,7 @@ void cider_add_tokenized(cider_scorer *s, const char *candidate, const char *con
     AIMC_CHECK(n_refs >= 1 && refs, "cider_add: an item needs at least one reference (got %d)", n_refs);
     cider_item it = {add_sentence(s, candidate), s->n_sents, n_refs};
     for (int r = 0; r < n_refs; r++) add_sentence(s, refs[r]);
-    s->items = grow(s->items, &s->cap_items, s->n_items + 1, sizeof *s->items);
+    s->items = aimc_grow(s->items, &s->cap_items, s->n_items + 1, sizeof *s->items, 16);
     s->items[s->n_items++] = it;
 }
 

@@ -11,7 +11,6 @@
 #include "train_impl.h"
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -128,14 +127,6 @@ int train_config_options(train_config *c, arg_opt *o) {
     return n;
 }
 
-int train_bad(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 static int format_ok(const char *f) {
     return !strcmp(f, "mmc4") || !strcmp(f, "laion") || !strcmp(f, "auto");
 }
@@ -155,20 +146,21 @@ void train_config_resolve(train_config *c) {
 
 static int check_names(const train_config *c, char *err, size_t errlen) {
     if (!objective_by_name(c->objective))
-        return train_bad(err, errlen, "--objective must be lm or contrastive, got '%s'", c->objective);
+        return aimc_set_err(err, errlen, "--objective must be lm or contrastive, got '%s'", c->objective);
     if (!c->model || !*c->model)
-        return train_bad(err, errlen, "--model DIR is required (or model = DIR in --config)");
+        return aimc_set_err(err, errlen, "--model DIR is required (or model = DIR in --config)");
     if (!c->data || !*c->data)
-        return train_bad(err, errlen, "--data SPEC is required (or data = SPEC in --config)");
-    if (!c->out || !*c->out) return train_bad(err, errlen, "--out DIR must not be empty");
+        return aimc_set_err(err, errlen, "--data SPEC is required (or data = SPEC in --config)");
+    if (!c->out || !*c->out) return aimc_set_err(err, errlen, "--out DIR must not be empty");
     if (!format_ok(c->format))
-        return train_bad(err, errlen, "--format must be mmc4, laion or auto, got '%s'", c->format);
+        return aimc_set_err(err, errlen, "--format must be mmc4, laion or auto, got '%s'", c->format);
     if (projector_type_parse(c->projector) < 0)
-        return train_bad(err, errlen, "--projector must be linear, linear_ln or mlp, got '%s'", c->projector);
+        return aimc_set_err(err, errlen, "--projector must be linear, linear_ln or mlp, got '%s'",
+                            c->projector);
     if (lr_kind_parse(c->schedule) < 0)
-        return train_bad(err, errlen, "--schedule must be cosine or constant, got '%s'", c->schedule);
+        return aimc_set_err(err, errlen, "--schedule must be cosine or constant, got '%s'", c->schedule);
     if (strcmp(c->device, "cpu") && strcmp(c->device, "cuda"))
-        return train_bad(err, errlen, "--device must be cpu or cuda, got '%s'", c->device);
+        return aimc_set_err(err, errlen, "--device must be cpu or cuda, got '%s'", c->device);
     return 0;
 }
 
@@ -202,34 +194,34 @@ static int check_ints(const train_config *c, char *err, size_t errlen) {
     };
     for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
         if (r[i].v < r[i].lo || r[i].v > r[i].hi)
-            return train_bad(err, errlen, "%s must be in [%lld, %lld], got %lld", r[i].name,
-                             (long long)r[i].lo, (long long)r[i].hi, (long long)r[i].v);
+            return aimc_set_err(err, errlen, "%s must be in [%lld, %lld], got %lld", r[i].name,
+                                (long long)r[i].lo, (long long)r[i].hi, (long long)r[i].v);
     if (c->batch * c->accum > (1 << 16))
-        return train_bad(err, errlen,
-                         "--batch x --accum = %lld episodes per step is too many (at most 65536)",
-                         (long long)(c->batch * c->accum));
+        return aimc_set_err(err, errlen,
+                            "--batch x --accum = %lld episodes per step is too many (at most 65536)",
+                            (long long)(c->batch * c->accum));
     return 0;
 }
 
 static int check_floats(const train_config *c, char *err, size_t errlen) {
     if (!(isfinite(c->lr) && c->lr >= 0))
-        return train_bad(err, errlen, "--lr must be finite and >= 0, got %g", c->lr);
+        return aimc_set_err(err, errlen, "--lr must be finite and >= 0, got %g", c->lr);
     if (!(isfinite(c->min_lr) && c->min_lr >= 0 && c->min_lr <= c->lr))
-        return train_bad(err, errlen, "--min-lr must be in [0, --lr = %g], got %g", c->lr, c->min_lr);
+        return aimc_set_err(err, errlen, "--min-lr must be in [0, --lr = %g], got %g", c->lr, c->min_lr);
     if (!(isfinite(c->weight_decay) && c->weight_decay >= 0))
-        return train_bad(err, errlen, "--weight-decay must be finite and >= 0, got %g", c->weight_decay);
+        return aimc_set_err(err, errlen, "--weight-decay must be finite and >= 0, got %g", c->weight_decay);
     if (!(c->beta1 >= 0 && c->beta1 < 1))
-        return train_bad(err, errlen, "--beta1 must be in [0, 1), got %g", c->beta1);
+        return aimc_set_err(err, errlen, "--beta1 must be in [0, 1), got %g", c->beta1);
     if (!(c->beta2 >= 0 && c->beta2 < 1))
-        return train_bad(err, errlen, "--beta2 must be in [0, 1), got %g", c->beta2);
+        return aimc_set_err(err, errlen, "--beta2 must be in [0, 1), got %g", c->beta2);
     if (!(isfinite(c->adam_eps) && c->adam_eps > 0))
-        return train_bad(err, errlen, "--adam-eps must be finite and > 0, got %g", c->adam_eps);
+        return aimc_set_err(err, errlen, "--adam-eps must be finite and > 0, got %g", c->adam_eps);
     if (!(isfinite(c->clip) && c->clip >= 0))
-        return train_bad(err, errlen, "--clip must be finite and >= 0, got %g", c->clip);
+        return aimc_set_err(err, errlen, "--clip must be finite and >= 0, got %g", c->clip);
     if (!(c->sim_threshold >= -1 && c->sim_threshold <= 1))
-        return train_bad(err, errlen, "--sim-threshold must be in [-1, 1], got %g", c->sim_threshold);
+        return aimc_set_err(err, errlen, "--sim-threshold must be in [-1, 1], got %g", c->sim_threshold);
     if (!(isfinite(c->dist_timeout) && c->dist_timeout >= 0))
-        return train_bad(err, errlen, "--dist-timeout must be finite and >= 0, got %g", c->dist_timeout);
+        return aimc_set_err(err, errlen, "--dist-timeout must be finite and >= 0, got %g", c->dist_timeout);
     return 0;
 }
 
@@ -237,19 +229,20 @@ static int check_floats(const train_config *c, char *err, size_t errlen) {
 static int check_objective(const train_config *c, char *err, size_t errlen) {
     if (strcmp(c->objective, "contrastive")) {
         if (c->k < 1)
-            return train_bad(err, errlen, "--k must be >= 1 for --objective lm, got %lld", (long long)c->k);
+            return aimc_set_err(err, errlen, "--k must be >= 1 for --objective lm, got %lld",
+                                (long long)c->k);
         return 0;
     }
     if (c->k != 0)
-        return train_bad(err, errlen,
-                         "--objective contrastive trains on image-caption pairs: --k must be 0, got %lld",
-                         (long long)c->k);
+        return aimc_set_err(err, errlen,
+                            "--objective contrastive trains on image-caption pairs: --k must be 0, got %lld",
+                            (long long)c->k);
     if (c->accum != 1)
-        return train_bad(err, errlen,
-                         "--objective contrastive takes no gradient accumulation (--accum must be 1, got "
-                         "%lld): its negatives are the step's whole batch, so micro-batches would change "
-                         "the loss; raise --batch instead",
-                         (long long)c->accum);
+        return aimc_set_err(err, errlen,
+                            "--objective contrastive takes no gradient accumulation (--accum must be 1, got "
+                            "%lld): its negatives are the step's whole batch, so micro-batches would change "
+                            "the loss; raise --batch instead",
+                            (long long)c->accum);
     return 0;
 }
 
@@ -258,8 +251,8 @@ int train_config_check(const train_config *c, char *err, size_t errlen) {
         check_objective(c, err, errlen))
         return -1;
     if (!strstr(c->target_template, "{caption}"))
-        return train_bad(err, errlen, "--target-template must contain {caption}, got '%s'",
-                         c->target_template);
+        return aimc_set_err(err, errlen, "--target-template must contain {caption}, got '%s'",
+                            c->target_template);
     return 0;
 }
 
@@ -346,8 +339,9 @@ static int expand_shards(trainer *t, char *err, size_t errlen) {
     t->n_shards = shard_expand(t->cfg->data, &t->shards, err, errlen);
     if (t->n_shards < 0) return -1;
     if (t->n_shards < t->world)
-        return train_bad(err, errlen, "--data has %lld shard%s for %d ranks: every rank needs at least one",
-                         (long long)t->n_shards, t->n_shards == 1 ? "" : "s", t->world);
+        return aimc_set_err(err, errlen,
+                            "--data has %lld shard%s for %d ranks: every rank needs at least one",
+                            (long long)t->n_shards, t->n_shards == 1 ? "" : "s", t->world);
     return 0;
 }
 
@@ -442,11 +436,11 @@ static int make_out_dir(const char *dir, char *err, size_t errlen) {
         if (*p != '/') continue;
         *p = 0;
         if (mkdir(path, 0777) && errno != EEXIST)
-            return train_bad(err, errlen, "cannot create %s: %s", path, strerror(errno));
+            return aimc_set_err(err, errlen, "cannot create %s: %s", path, strerror(errno));
         *p = '/';
     }
     if (mkdir(path, 0777) && errno != EEXIST)
-        return train_bad(err, errlen, "cannot create --out %s: %s", path, strerror(errno));
+        return aimc_set_err(err, errlen, "cannot create --out %s: %s", path, strerror(errno));
     return 0;
 }
 

@@ -17,10 +17,10 @@
 static int check_model_type(const model_dir *md, const char *dir, char *err, size_t errlen) {
     const char *type = cfg_str_or(md, "model_type", "");
     if (strcmp(type, "clip"))
-        return train_bad(err, errlen,
-                         "--objective contrastive needs a CLIPModel folder (config.json model_type "
-                         "\"clip\"); %s has model_type \"%s\"",
-                         dir, type);
+        return aimc_set_err(err, errlen,
+                            "--objective contrastive needs a CLIPModel folder (config.json model_type "
+                            "\"clip\"); %s has model_type \"%s\"",
+                            dir, type);
     return 0;
 }
 
@@ -33,12 +33,12 @@ static int check_image_size(const trainer *t, char *err, size_t errlen) {
         int64_t h, w;
         if (preprocess_output_size(&t->pp, probes[i][0], probes[i][1], &h, &w, err, errlen)) return -1;
         if (h != s || w != s)
-            return train_bad(err, errlen,
-                             "%s/preprocessor_config.json turns a %lldx%lld image into %lldx%lld but "
-                             "vision_config.image_size is %lld: the tower needs %lldx%lld inputs "
-                             "(center crop to it, or resize to it exactly)",
-                             t->cfg->model, (long long)probes[i][0], (long long)probes[i][1], (long long)w,
-                             (long long)h, (long long)s, (long long)s, (long long)s);
+            return aimc_set_err(err, errlen,
+                                "%s/preprocessor_config.json turns a %lldx%lld image into %lldx%lld but "
+                                "vision_config.image_size is %lld: the tower needs %lldx%lld inputs "
+                                "(center crop to it, or resize to it exactly)",
+                                t->cfg->model, (long long)probes[i][0], (long long)probes[i][1], (long long)w,
+                                (long long)h, (long long)s, (long long)s, (long long)s);
     }
     return 0;
 }

@@ -130,8 +130,6 @@ double train_now(void);
 /* Every rank learns whether every rank is ok; the lowest failing rank
  * prints its err (one line for the whole job). 1 when all are ok. */
 int train_all_ok(const trainer *t, int ok, const char *err, int64_t step);
-/* snprintf into err; returns -1. */
-int train_bad(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* stderr: "step S: rank R: non-finite WHAT; its episodes: <sources>". */
 void train_name_bad_episodes(const trainer *t, const episode *eps, int64_t n, int64_t step, const char *what);
 /* Test hook: AIMC_TEST_TRAIN_NAN_STEPS=3,4 makes the first parameter's

@@ -20,10 +20,10 @@ static int check_not_clip(const char *dir, char *err, size_t errlen) {
     int clip = !strcmp(cfg_str_or(md, "model_type", ""), "clip");
     model_dir_close(md);
     if (clip)
-        return train_bad(err, errlen,
-                         "%s is a CLIP model: --objective lm trains the AIM projector of a LLaVA / BLIP-2; "
-                         "CLIP's projection heads train with --objective contrastive",
-                         dir);
+        return aimc_set_err(err, errlen,
+                            "%s is a CLIP model: --objective lm trains the AIM projector of a LLaVA / BLIP-2; "
+                            "CLIP's projection heads train with --objective contrastive",
+                            dir);
     return 0;
 }
 
@@ -31,9 +31,9 @@ static int check_layer(const trainer *t, char *err, size_t errlen) {
     const train_config *c = t->cfg;
     int64_t layers = mllm_decoder(t->mllm)->cfg.layers;
     if (c->layer < -(layers + 1) || c->layer > layers)
-        return train_bad(err, errlen, "--layer %lld is outside [-%lld, %lld] for %s (%lld decoder layers)",
-                         (long long)c->layer, (long long)(layers + 1), (long long)layers, c->model,
-                         (long long)layers);
+        return aimc_set_err(err, errlen, "--layer %lld is outside [-%lld, %lld] for %s (%lld decoder layers)",
+                            (long long)c->layer, (long long)(layers + 1), (long long)layers, c->model,
+                            (long long)layers);
     return 0;
 }
 

@@ -37,6 +37,18 @@ static inline fx_path fx_repo_dir(const char *rel) {
     exit(1);
 }
 
+/* The absolute path of the repository root (the folder that holds
+ * tests/fixtures/models/llava), found from it or one or two folders below it. */
+static inline const char *fx_repo_root(void) {
+    static char root[PATH_MAX];
+    static const char *ups[] = {".", "..", "../.."};
+    for (int i = 0; i < 3; i++)
+        if (access(fx_join(ups[i], "tests/fixtures/models/llava").s, R_OK) == 0 && realpath(ups[i], root))
+            return root;
+    printf("FAIL: tests/fixtures not found (run from the repository root)\n");
+    exit(1);
+}
+
 static inline st_file *fx_open_st(const char *path) {
     char err[1024] = "";
     st_file *f = st_open(path, err, sizeof err);

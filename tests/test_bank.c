@@ -19,6 +19,7 @@
  *    BF16 (llava_oldkeys/) give the same text, BLIP-2 another, and changing
  *    one sampled weight changes it. */
 #include "testlib.h"
+#include "model_fixture.h"
 #include "../host/aim.h"
 #include "../host/bank.h"
 #include "../host/generate.h"
@@ -29,19 +30,10 @@
 static const backend *be;
 static char tmpdir[] = "/tmp/aimc-test-bank-XXXXXX";
 
-static const char *repo_root(void) {
-    static char root[PATH_MAX];
-    static const char *tries[] = {".", "..", "../.."};
-    char probe[PATH_MAX + 64];
-    for (int i = 0; i < 3; i++) {
-        snprintf(probe, sizeof probe, "%s/tests/fixtures/models/llava", tries[i]);
-        if (realpath(tries[i], root) && access(probe, R_OK) == 0) return root;
-    }
-    printf("FAIL: tests/fixtures not found (run from the repository root)\n");
-    exit(1);
+static void fixture(const char *rel, char *out, size_t n) {
+    int k = snprintf(out, n, "%s/tests/fixtures/%s", fx_repo_root(), rel);
+    if (k < 0 || (size_t)k >= n) printf("FAIL: fixture path for %s too long\n", rel), exit(1);
 }
-
-static void fixture(const char *rel, char *out, size_t n) { snprintf(out, n, "%s/tests/fixtures/%s", repo_root(), rel); }
 static void tmp_path(const char *name, char *out, size_t n) { snprintf(out, n, "%s/%s", tmpdir, name); }
 
 /* ---- file round trip ------------------------------------------------------------------ */

@@ -13,6 +13,7 @@
 #include "../data/episode.h"
 #include "../data/sample.h"
 #include "testlib.h"
+#include "fixture_path.h"
 #include <turbojpeg.h>
 #include <webp/encode.h>
 
@@ -629,12 +630,7 @@ static void test_utf8(void) {
 
 static void find_tokenizer(void) {
     char path[1024];
-    snprintf(path, sizeof path, "%s", __FILE__);
-    char *slash = strrchr(path, '/');
-    if (slash) *slash = 0;
-    else snprintf(path, sizeof path, ".");
-    size_t len = strlen(path);
-    snprintf(path + len, sizeof path - len, "/fixtures/tokenizers/llama");
+    FIXTURE_PATH("tokenizers/llama", path, sizeof path);
     char err[512];
     tok = tokenizer_load(path, err, sizeof err);
     CHECK(tok != NULL, "tokenizer: %s", err);

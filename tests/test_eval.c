@@ -23,6 +23,7 @@
  *    the same scores; --limit, --csv, CLIP retrieval; --help and bad
  *    flags exit 0 / 2. */
 #include "model_fixture.h"
+#include "cli_fixture.h"
 #include "../host/checkpoint.h"
 #include "../kernels/check.h"
 #include "../host/eval.h"
@@ -37,16 +38,6 @@ static fx_path fx_root, models;
 
 static fx_path fx(const char *rel) { return fx_join(fx_root.s, rel); }
 static fx_path tmp(const char *name) { return fx_join(tmpdir, name); }
-
-static void find_aimc(void) {
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) printf("FAIL: cannot read /proc/self/exe\n"), exit(1);
-    self[n] = 0;
-    *strrchr(self, '/') = 0;
-    snprintf(aimc, sizeof aimc, "%s/../aimc", self);
-    if (access(aimc, X_OK)) printf("FAIL: %s not found (make BUILD/aimc first)\n", aimc), exit(1);
-}
 
 static void write_text(const char *path, const char *text) {
     FILE *f = fopen(path, "w");
@@ -460,40 +451,10 @@ static void test_answer_logprobs(void) {
 
 /* ---- the CLI ------------------------------------------------------------------------------------------ */
 
-typedef struct run_out {
-    int rc;
-    char out[16384], err[8192];
-} run_out;
+typedef cli_out run_out;
 
-static void slurp(const char *file, char *buf, size_t n) {
-    FILE *f = fopen(file, "rb");
-    size_t got = f ? fread(buf, 1, n - 1, f) : 0;
-    buf[got] = 0;
-    if (f) fclose(f);
-}
-
-#define MAX_ARGS 64
-
-static void run(run_out *r, const char *const *args) {
-    const char *argv[MAX_ARGS + 2] = {aimc};
-    int n = 0;
-    while (args[n] && n < MAX_ARGS) argv[1 + n] = args[n], n++;
-    fx_path o = tmp("stdout"), e = tmp("stderr");
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fo = open(o.s, O_WRONLY | O_CREAT | O_TRUNC, 0644), fe = open(e.s, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fo, 1), dup2(fe, 2);
-        setenv("OMP_NUM_THREADS", "1", 1);
-        execv(aimc, (char *const *)argv);
-        _exit(127);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    r->rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    slurp(o.s, r->out, sizeof r->out);
-    slurp(e.s, r->err, sizeof r->err);
-}
+/* aimc ARGS... (NULL-terminated) with stdout and stderr captured. */
+static void run(run_out *r, const char *const *args) { cli_run(r, aimc, tmpdir, args); }
 
 #define RUN(r, ...) run((r), (const char *const[]){__VA_ARGS__, NULL})
 
@@ -524,7 +485,7 @@ typedef struct items {
 
 static void read_items(const char *path, items *it) {
     char buf[65536];
-    slurp(path, buf, sizeof buf);
+    cli_slurp(path, buf, sizeof buf);
     it->n = 0;
     for (char *s = buf, *next; *s && it->n < 16; s = next) {
         size_t len = strcspn(s, "\n");
@@ -708,7 +669,7 @@ static void test_caption(void) {
         if (pass) break;
         /* the Karpathy file again, each test image's first sentence now the model's caption */
         char buf[65536];
-        slurp(k.s, buf, sizeof buf);
+        cli_slurp(k.s, buf, sizeof buf);
         cJSON *root = cJSON_Parse(buf);
         cJSON *images = cJSON_GetObjectItemCaseSensitive(root, "images");
         for (cJSON *img = images ? images->child : NULL; img; img = img->next)
@@ -825,7 +786,7 @@ static void test_hateful(void) {
     CHECK(same, "bank answers differ from aggregation: %d '%s'", rb.rc, rb.err);
     /* the CSV: a header and one row per run */
     char buf[4096];
-    slurp(csv.s, buf, sizeof buf);
+    cli_slurp(csv.s, buf, sizeof buf);
     int lines = 0, commas = 0;
     for (char *p = buf; *p; p++) lines += *p == '\n', commas += *p == ',';
     CHECK(lines == 3 && commas == 3 * 17 && !strncmp(buf, "label,task,backbone,mode,shots", 30), "csv:\n%s", buf);
@@ -932,7 +893,7 @@ static void test_vizwiz_clip(void) {
 int main(void) {
     tests_begin("test_eval");
     be = backend_cpu();
-    find_aimc();
+    cli_find_aimc(aimc, sizeof aimc);
     fx_root = fx_repo_dir("tests/fixtures/eval");
     models = fx_repo_dir("tests/fixtures/models");
     if (!mkdtemp(tmpdir)) printf("FAIL: mkdtemp\n"), exit(1);

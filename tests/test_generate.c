@@ -23,6 +23,7 @@
  *  - bad configurations are refused with a message.
  * The arena is filled with NaN before each generation. */
 #include "testlib.h"
+#include "model_fixture.h"
 #include "../host/generate.h"
 #include "../host/mllm.h"
 #include <limits.h>
@@ -32,20 +33,8 @@
 static const backend *be;
 static arena ar;
 
-static const char *repo_root(void) {
-    static char root[PATH_MAX];
-    static const char *tries[] = {".", "..", "../.."};
-    char probe[PATH_MAX + 64];
-    for (int i = 0; i < 3; i++) {
-        snprintf(probe, sizeof probe, "%s/tests/fixtures/models/llava", tries[i]);
-        if (realpath(tries[i], root) && access(probe, R_OK) == 0) return root;
-    }
-    printf("FAIL: tests/fixtures/models not found (run from the repository root)\n");
-    exit(1);
-}
-
 static void model_path(const char *name, char *out, size_t n) {
-    snprintf(out, n, "%s/tests/fixtures/models/%s", repo_root(), name);
+    snprintf(out, n, "%s/tests/fixtures/models/%s", fx_repo_root(), name);
 }
 
 static void poison_arena(void) {

@@ -13,6 +13,7 @@
 #include "../data/image.h"
 #include "../data/preprocess.h"
 #include "testlib.h"
+#include "fixture_path.h"
 #include <cjson/cJSON.h>
 #include <zlib.h>
 
@@ -609,15 +610,7 @@ static void test_detect(void) {
     CHECK(image_detect((const uint8_t *)"RIFF\0\0\0\0WAVE", 12) == IMAGE_FORMAT_UNKNOWN, "RIFF WAVE");
 }
 
-static void find_fixture_dir(void) {
-    /* the fixtures sit beside this source file (tests/ when built from the repo root) */
-    snprintf(fixture_dir, sizeof fixture_dir, "%s", __FILE__);
-    char *slash = strrchr(fixture_dir, '/');
-    if (slash) *slash = 0;
-    else snprintf(fixture_dir, sizeof fixture_dir, ".");
-    size_t len = strlen(fixture_dir);
-    snprintf(fixture_dir + len, sizeof fixture_dir - len, "/fixtures/images");
-}
+static void find_fixture_dir(void) { FIXTURE_PATH("images", fixture_dir, sizeof fixture_dir); }
 
 int main(void) {
     tests_begin("test_image");

@@ -18,6 +18,8 @@
  *    an unknown demonstration id and aim demonstrations without a projector
  *    exit 1 with a line saying so. */
 #include "testlib.h"
+#include "model_fixture.h"
+#include "cli_fixture.h"
 #include "../host/checkpoint.h"
 #include "../host/generate.h"
 #include "../host/infer.h"
@@ -29,25 +31,13 @@ static const backend *be;
 static char tmpdir[] = "/tmp/aimc-test-infer-XXXXXX";
 static char aimc[PATH_MAX + 16];
 
-static const char *repo_root(void) {
-    static char root[PATH_MAX];
-    static const char *tries[] = {".", "..", "../.."};
-    char probe[PATH_MAX + 64];
-    for (int i = 0; i < 3; i++) {
-        snprintf(probe, sizeof probe, "%s/tests/fixtures/models/llava", tries[i]);
-        if (realpath(tries[i], root) && access(probe, R_OK) == 0) return root;
-    }
-    printf("FAIL: tests/fixtures not found (run from the repository root)\n");
-    exit(1);
-}
-
 typedef struct path {
     char s[PATH_MAX + 128];
 } path;
 
 static path fixture(const char *rel) {
     path p;
-    snprintf(p.s, sizeof p.s, "%s/tests/fixtures/%s", repo_root(), rel);
+    snprintf(p.s, sizeof p.s, "%s/tests/fixtures/%s", fx_repo_root(), rel);
     return p;
 }
 
@@ -57,54 +47,12 @@ static path tmp(const char *name) {
     return p;
 }
 
-/* The aimc binary: BUILD/aimc next to BUILD/tests/this. */
-static void find_aimc(void) {
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) printf("FAIL: cannot read /proc/self/exe\n"), exit(1);
-    self[n] = 0;
-    *strrchr(self, '/') = 0;
-    snprintf(aimc, sizeof aimc, "%s/../aimc", self);
-    if (access(aimc, X_OK)) printf("FAIL: %s not found (make BUILD/aimc first)\n", aimc), exit(1);
-}
-
 /* ---- running aimc ------------------------------------------------------------------ */
 
-typedef struct run_out {
-    int rc;
-    char out[16384], err[8192];
-} run_out;
-
-static void slurp(const char *file, char *buf, size_t n) {
-    FILE *f = fopen(file, "rb");
-    size_t got = f ? fread(buf, 1, n - 1, f) : 0;
-    buf[got] = 0;
-    if (f) fclose(f);
-}
-
-#define MAX_ARGS 64
+typedef cli_out run_out;
 
 /* aimc ARGS... (NULL-terminated) with stdout and stderr captured. */
-static void run(run_out *r, const char *const *args) {
-    const char *argv[MAX_ARGS + 2] = {aimc};
-    int n = 0;
-    while (args[n] && n < MAX_ARGS) argv[1 + n] = args[n], n++;
-    path o = tmp("stdout"), e = tmp("stderr");
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fo = open(o.s, O_WRONLY | O_CREAT | O_TRUNC, 0644), fe = open(e.s, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        dup2(fo, 1), dup2(fe, 2);
-        setenv("OMP_NUM_THREADS", "1", 1); /* tiny models: threads only add scheduling noise */
-        execv(aimc, (char *const *)argv);
-        _exit(127);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    r->rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    slurp(o.s, r->out, sizeof r->out);
-    slurp(e.s, r->err, sizeof r->err);
-}
+static void run(run_out *r, const char *const *args) { cli_run(r, aimc, tmpdir, args); }
 
 #define RUN(r, ...) run((r), (const char *const[]){__VA_ARGS__, NULL})
 
@@ -370,7 +318,7 @@ static void test_templates(const lib_model *lm) {
     infer_templates_default(&def);
     infer_templates_default(&file);
     char conf[PATH_MAX + 64], err[512];
-    snprintf(conf, sizeof conf, "%s/configs/templates.conf", repo_root());
+    snprintf(conf, sizeof conf, "%s/configs/templates.conf", fx_repo_root());
     CHECK(infer_templates_load(&file, conf, err, sizeof err) == 0, "configs/templates.conf: %s", err);
     CHECK(file.n == def.n, "configs/templates.conf has %d templates, the built-ins %d", file.n, def.n);
     for (int i = 0; i < def.n; i++) {
@@ -408,7 +356,7 @@ static void test_templates(const lib_model *lm) {
 int main(void) {
     tests_begin("test_infer_cli");
     be = backend_cpu();
-    find_aimc();
+    cli_find_aimc(aimc, sizeof aimc);
     if (!mkdtemp(tmpdir)) printf("FAIL: mkdtemp\n"), exit(1);
     img1 = fixture("images/tiny.png"), img2 = fixture("images/wide.png"), img3 = fixture("images/landscape.jpg");
     qimg = fixture("images/gray.png");

@@ -16,6 +16,7 @@
 #include "../data/loader.h"
 #include "../data/synth.h"
 #include "testlib.h"
+#include "fixture_path.h"
 #include <sys/stat.h>
 #include <webp/encode.h>
 
@@ -496,12 +497,7 @@ static void remove_tree(const char *dir) {
 int main(void) {
     tests_begin("test_loader");
     char path[1024];
-    snprintf(path, sizeof path, "%s", __FILE__);
-    char *slash = strrchr(path, '/');
-    if (slash) *slash = 0;
-    else snprintf(path, sizeof path, ".");
-    size_t len = strlen(path);
-    snprintf(path + len, sizeof path - len, "/fixtures/tokenizers/llama");
+    FIXTURE_PATH("tokenizers/llama", path, sizeof path);
     char err[512];
     tok = tokenizer_load(path, err, sizeof err);
     CHECK(tok != NULL, "tokenizer: %s", err);

@@ -25,6 +25,7 @@
 #include "../data/synth.h"
 #include "../host/commands.h"
 #include "testlib.h"
+#include "fixture_path.h"
 #include <cjson/cJSON.h>
 #include <sys/stat.h>
 #include <zlib.h>
@@ -1108,15 +1109,7 @@ static void test_inspect(void) {
           "inspect of a glob matching nothing: %s", out);
 }
 
-static void find_fixture_dir(void) {
-    /* the fixtures sit beside this source file (tests/ when built from the repo root) */
-    snprintf(fixture_dir, sizeof fixture_dir, "%s", __FILE__);
-    char *slash = strrchr(fixture_dir, '/');
-    if (slash) *slash = 0;
-    else snprintf(fixture_dir, sizeof fixture_dir, ".");
-    size_t len = strlen(fixture_dir);
-    snprintf(fixture_dir + len, sizeof fixture_dir - len, "/fixtures/shards");
-}
+static void find_fixture_dir(void) { FIXTURE_PATH("shards", fixture_dir, sizeof fixture_dir); }
 
 int main(void) {
     tests_begin("test_shards");

@@ -496,13 +496,17 @@ static int free_port(void) {
     return ntohs(a.sin_port);
 }
 
-static int run_tcp_ranks(const char *out) {
+/* Two ranks of the command make_cmd(out, "2") over TCP on the loopback,
+ * each logging to OUT.rankN.log (printed when it fails); what prefixes the
+ * failure message. */
+static int run_tcp_ranks_of(cmdline (*make_cmd)(const char *, const char *), const char *out,
+                            const char *what) {
     static char port_kv[32];
     snprintf(port_kv, sizeof port_kv, "MASTER_PORT=%d", free_port());
     pid_t pids[2];
     char log[2][512];
     for (int r = 0; r < 2; r++) {
-        cmdline c = dp_cmd(out, "2");
+        cmdline c = make_cmd(out, "2");
         env(&c, r == 0 ? "RANK=0" : "RANK=1");
         env(&c, "WORLD_SIZE=2");
         env(&c, "MASTER_ADDR=127.0.0.1");
@@ -520,9 +524,11 @@ static int run_tcp_ranks(const char *out) {
         }
         ok &= st == 0;
     }
-    CHECK(ok, "2 ranks over TCP failed");
+    CHECK(ok, "%s2 ranks over TCP failed", what);
     return ok;
 }
+
+static int run_tcp_ranks(const char *out) { return run_tcp_ranks_of(dp_cmd, out, ""); }
 
 static int mpirun_available(void) { return system("command -v mpirun >/dev/null 2>&1") == 0; }
 
@@ -1005,31 +1011,7 @@ static cmdline clip_dp_cmd(const char *out, const char *batch) {
 }
 
 static int run_clip_tcp_ranks(const char *out) {
-    static char port_kv[32];
-    snprintf(port_kv, sizeof port_kv, "MASTER_PORT=%d", free_port());
-    pid_t pids[2];
-    char log[2][512];
-    for (int r = 0; r < 2; r++) {
-        cmdline c = clip_dp_cmd(out, "2");
-        env(&c, r == 0 ? "RANK=0" : "RANK=1");
-        env(&c, "WORLD_SIZE=2");
-        env(&c, "MASTER_ADDR=127.0.0.1");
-        env(&c, port_kv);
-        snprintf(log[r], sizeof log[r], "%s.rank%d.log", out, r);
-        pids[r] = spawn(&c, log[r]);
-    }
-    int ok = 1;
-    for (int r = 0; r < 2; r++) {
-        int st = wait_status(pids[r]);
-        if (st) {
-            char *text = read_text(log[r]);
-            printf("rank %d log:\n%s\n", r, text ? text : "");
-            free(text);
-        }
-        ok &= st == 0;
-    }
-    CHECK(ok, "contrastive: 2 ranks over TCP failed");
-    return ok;
+    return run_tcp_ranks_of(clip_dp_cmd, out, "contrastive: ");
 }
 
 static void check_clip_dp(const char *dir, const char *what) {
