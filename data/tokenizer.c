@@ -490,6 +490,21 @@ static void resolve_paths(const char *path, char *file, size_t nfile, char *dir,
     else snprintf(dir, ndir, ".");
 }
 
+/* Every id a post-processor adds must decode: a file whose template names an
+ * id that neither the vocabulary nor added_tokens has is refused at load. */
+static int check_post_ids(const tokenizer *tok, const tok_post *p, char *err, size_t errlen) {
+    if (!p) return 0;
+    for (int i = 0; i < p->nitems; i++)
+        if (check_post_ids(tok, &p->items[i], err, errlen)) return -1;
+    for (int i = 0; i < p->nbefore + p->nafter; i++) {
+        int32_t id = i < p->nbefore ? p->before[i] : p->after[i - p->nbefore];
+        if (!token_of(tok, id))
+            return aimc_set_err(err, errlen, "post_processor: special token id %d is neither in the vocabulary nor in "
+                                "added_tokens", id);
+    }
+    return 0;
+}
+
 tokenizer *tokenizer_load(const char *path, char *err, size_t errlen) {
     char file[4096], dir[4096], msg[512] = "";
     size_t n;
@@ -500,6 +515,7 @@ tokenizer *tokenizer_load(const char *path, char *err, size_t errlen) {
     memset(tok, 0, sizeof *tok);
     tok->path = aimc_strdup(file);
     int rc = tok_load_components(tok, json, n, msg, sizeof msg);
+    if (!rc) rc = check_post_ids(tok, tok->post, msg, sizeof msg);
     free(json);
     if (rc) {
         aimc_set_err(err, errlen, "%s: %s", file, msg);

@@ -8,7 +8,9 @@ tests/fixtures/models/README.md.
 Needs (fixture generation only, never at aimc run time):
     pip install torch transformers safetensors tokenizers
 Run:
-    python3 scripts/make_model_fixtures.py
+    python3 scripts/make_model_fixtures.py            # every folder
+    python3 scripts/make_model_fixtures.py llava_wide # only the named ones
+(llava also writes llava_oldkeys.)
 
 It reads the tokenizers in tests/fixtures/tokenizers/{clip,llama,opt}
 (made by scripts/make_tokenizer_fixtures.py), so rerun it after those change.
@@ -352,19 +354,21 @@ LLAVA_SAMPLES = [
 ]
 
 
-def llava_config(vocab, image_token, pad, bos, eos):
+def llava_config(vocab, image_token, pad, bos, eos, image_size=28, image_seq=LLAVA_IMAGE_SEQ,
+                 max_positions=128, text_dims=None):
+    dims = dict(hidden_size=32, intermediate_size=96, num_attention_heads=4, num_key_value_heads=2)
+    dims.update(text_dims or {})
     return LlavaConfig(
-        vision_config=dict(model_type="clip_vision_model", image_size=28, patch_size=7,
+        vision_config=dict(model_type="clip_vision_model", image_size=image_size, patch_size=7,
                            hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                            num_attention_heads=4, hidden_act="quick_gelu", layer_norm_eps=1e-5,
                            projection_dim=16),
-        text_config=dict(model_type="llama", vocab_size=vocab, hidden_size=32,
-                         intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5,
+        text_config=dict(model_type="llama", vocab_size=vocab, num_hidden_layers=2, **dims,
+                         max_position_embeddings=max_positions, rms_norm_eps=1e-5,
                          rope_theta=10000.0, tie_word_embeddings=False, hidden_act="silu",
                          pad_token_id=pad, bos_token_id=bos, eos_token_id=eos),
         image_token_index=image_token, projector_hidden_act="gelu", vision_feature_layer=-2,
-        vision_feature_select_strategy="default", image_seq_length=LLAVA_IMAGE_SEQ,
+        vision_feature_select_strategy="default", image_seq_length=image_seq,
         pad_token_id=pad,
     )
 
@@ -455,6 +459,42 @@ def make_llava():
     d = check_reload(folder, LlavaForConditionalGeneration, inputs, expected)
     print(f"   transformers reload rel diff {d:.1e}")
     make_llava_oldkeys(folder, model, inputs, expected)
+
+
+LLAVA_WIDE_IMAGE_SIZE = 56
+LLAVA_WIDE_IMAGE_SEQ = 64  # (56/7)^2 patches, CLS dropped
+# a 16-wide LM (head_dim 8, grouped-query attention kept) halves the vocab
+# tables, which are most of the bytes, to keep the folder under 400 KB
+LLAVA_WIDE_TEXT_DIMS = dict(hidden_size=16, intermediate_size=48, num_attention_heads=2,
+                            num_key_value_heads=1)
+
+
+def make_llava_wide():
+    """llava_wide/: llava/'s tiny architecture with 64 image tokens per image
+    (56x56 images, patch 7) and a 16-wide LM, so that a demonstration's image tokens outnumber
+    its text tokens as in real LLaVA (576 per image): the fixture for AIM-vs-ICL
+    prompt length and memory. Checkpoint, tokenizer and preprocessor only (no
+    expected outputs); 1024 LM positions so that many-shot ICL prompts fit."""
+    folder = os.path.join(OUT_DIR, "llava_wide")
+    fresh_dir(folder)
+    tok = load_tokenizer("llama")
+    cfg = llava_config(tokenizer_vocab_size("llama"), token_id(tok, "<image>"), tok.pad_token_id,
+                       tok.bos_token_id, tok.eos_token_id, image_size=LLAVA_WIDE_IMAGE_SIZE,
+                       image_seq=LLAVA_WIDE_IMAGE_SEQ, max_positions=1024,
+                       text_dims=LLAVA_WIDE_TEXT_DIMS)
+    seed(250)
+    model = LlavaForConditionalGeneration._from_config(cfg, attn_implementation="eager").float()
+    perturb_(model)
+    round_to_f16_and_bf16_(model)
+    model.config.dtype = torch.float16
+    model.config.architectures = ["LlavaForConditionalGeneration"]
+    model.config.save_pretrained(folder)
+    save_st(llava_state_dict(model, "new", torch.float16), os.path.join(folder, "model.safetensors"))
+    copy_tokenizer("llama", folder)
+    write_json(os.path.join(folder, "preprocessor_config.json"),
+               image_processor_config_clip(LLAVA_WIDE_IMAGE_SIZE))
+    n = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+    print(f"llava_wide: {n / 1e3:.0f} KB, {LLAVA_WIDE_IMAGE_SEQ} image tokens per image")
 
 
 def check_llava_conventions(model, inputs, out, expected):
@@ -726,9 +766,15 @@ def main():
     torch.use_deterministic_algorithms(True)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
     os.makedirs(OUT_DIR, exist_ok=True)
-    make_clip()
-    make_llava()
-    make_blip2()
+    makers = {"clip": make_clip, "llava": make_llava, "llava_wide": make_llava_wide,
+              "blip2": make_blip2}
+    names = sys.argv[1:] or list(makers)
+    for name in names:
+        if name not in makers:
+            print(f"unknown fixture {name!r}; known: {' '.join(makers)}", file=sys.stderr)
+            return 2
+    for name in names:
+        makers[name]()
     total = 0
     for dp, _dn, fns in os.walk(OUT_DIR):
         for fn in fns:
