@@ -144,6 +144,10 @@ static int parse_added(const cJSON *it, int index, tok_added *t, char *err, size
     t->normalized = FLAG("normalized", !t->special);
 #undef FLAG
     t->len = strlen(content->valuestring);
+    if (!utf8_valid(content->valuestring, t->len)) {
+        aimc_set_err(err, errlen, "added_tokens[%d]: field \"content\" is not valid UTF-8", index);
+        return -1;
+    }
     t->content = t->len ? aimc_strdup(content->valuestring) : NULL;
     return 0;
 }
