@@ -9,28 +9,6 @@
 
 /* ---- parameters --------------------------------------------------------------- */
 
-static tensor alloc_zero_f32(const backend *be, int ndim, const int64_t *shape) {
-    tensor t = tensor_wrap(NULL, DT_F32, be, ndim, shape);
-    size_t bytes = tensor_bytes(&t);
-    t.data = be->alloc(bytes ? bytes : 4);
-    AIMC_CHECK(t.data != NULL, "contrastive: %s alloc of %zu bytes failed", be->name, bytes);
-    be->zero(t.data, bytes);
-    return t;
-}
-
-static projector_param *add_param(projector *p, const char *name, int ndim, const int64_t *shape,
-                                  int decay) {
-    AIMC_CHECK(p->n_params < PROJECTOR_MAX_PARAMS, "contrastive: too many parameters");
-    projector_param *pp = &p->params[p->n_params++];
-    snprintf(pp->name, sizeof pp->name, "%s", name);
-    pp->value = alloc_zero_f32(p->be, ndim, shape);
-    pp->grad = alloc_zero_f32(p->be, ndim, shape);
-    pp->m = alloc_zero_f32(p->be, ndim, shape);
-    pp->v = alloc_zero_f32(p->be, ndim, shape);
-    pp->decay = decay;
-    return pp;
-}
-
 /* dst (f32 on its backend) = src (any float dtype, same backend, same numel). */
 static void copy_as_f32(tensor *dst, const tensor *src) {
     int64_t n = tensor_numel(src);
@@ -61,13 +39,13 @@ void contrastive_init(contrastive_heads *h, const clip_model *m) {
     projector *p = &h->params;
     p->be = m->be;
     projector_param *wv =
-        add_param(p, "visual_projection.weight", 2, (int64_t[]){h->p, h->dv}, 1);
-    projector_param *wt = add_param(p, "text_projection.weight", 2, (int64_t[]){h->p, h->dt}, 1);
-    projector_param *ls = add_param(p, "logit_scale", 1, (int64_t[]){1}, 0);
+        projector_add_param(p, "visual_projection.weight", 2, (int64_t[]){h->p, h->dv}, 1);
+    projector_param *wt = projector_add_param(p, "text_projection.weight", 2, (int64_t[]){h->p, h->dt}, 1);
+    projector_param *ls = projector_add_param(p, "logit_scale", 1, (int64_t[]){1}, 0);
     copy_as_f32(&wv->value, &m->visual_proj.w);
     copy_as_f32(&wt->value, &m->text_proj.w);
     p->be->upload(ls->value.data, &m->logit_scale, sizeof(float));
-    p->sumsq = alloc_zero_f32(p->be, 1, (int64_t[]){CONTRASTIVE_N_PARAMS});
+    p->sumsq = projector_alloc_f32(p->be, 1, (int64_t[]){CONTRASTIVE_N_PARAMS});
     h->logit_scale = m->logit_scale;
 }
 

@@ -131,7 +131,7 @@ static float uniform_sym(splitmix *r, double bound) {
     return (float)(bound * (2.0 * u - 1.0));
 }
 
-static tensor alloc_f32(const backend *be, int ndim, const int64_t *shape) {
+tensor projector_alloc_f32(const backend *be, int ndim, const int64_t *shape) {
     tensor t = tensor_wrap(NULL, DT_F32, be, ndim, shape);
     size_t bytes = tensor_bytes(&t);
     t.data = be->alloc(bytes ? bytes : 4);
@@ -150,15 +150,15 @@ static void init_values(tensor *t, splitmix *r, double bound, float constant) {
     free(host);
 }
 
-static projector_param *add_param(projector *p, const char *name, int ndim, const int64_t *shape,
-                                  int decay) {
+projector_param *projector_add_param(projector *p, const char *name, int ndim, const int64_t *shape,
+                                     int decay) {
     AIMC_CHECK(p->n_params < PROJECTOR_MAX_PARAMS, "projector: too many parameters");
     projector_param *pp = &p->params[p->n_params++];
     snprintf(pp->name, sizeof pp->name, "%s", name);
-    pp->value = alloc_f32(p->be, ndim, shape);
-    pp->grad = alloc_f32(p->be, ndim, shape);
-    pp->m = alloc_f32(p->be, ndim, shape);
-    pp->v = alloc_f32(p->be, ndim, shape);
+    pp->value = projector_alloc_f32(p->be, ndim, shape);
+    pp->grad = projector_alloc_f32(p->be, ndim, shape);
+    pp->m = projector_alloc_f32(p->be, ndim, shape);
+    pp->v = projector_alloc_f32(p->be, ndim, shape);
     pp->decay = decay;
     return pp;
 }
@@ -168,17 +168,17 @@ static void add_linear(projector *p, splitmix *r, const char *prefix, int64_t in
     char name[PROJECTOR_NAME_MAX];
     double bound = 1.0 / sqrt((double)in);
     snprintf(name, sizeof name, "%s.weight", prefix);
-    init_values(&add_param(p, name, 2, (int64_t[]){out, in}, 1)->value, r, bound, 0);
+    init_values(&projector_add_param(p, name, 2, (int64_t[]){out, in}, 1)->value, r, bound, 0);
     snprintf(name, sizeof name, "%s.bias", prefix);
-    init_values(&add_param(p, name, 1, (int64_t[]){out}, 0)->value, r, bound, 0);
+    init_values(&projector_add_param(p, name, 1, (int64_t[]){out}, 0)->value, r, bound, 0);
 }
 
 static void add_layernorm(projector *p, const char *prefix, int64_t dim) {
     char name[PROJECTOR_NAME_MAX];
     snprintf(name, sizeof name, "%s.weight", prefix);
-    init_values(&add_param(p, name, 1, (int64_t[]){dim}, 0)->value, NULL, 0, 1.0f);
+    init_values(&projector_add_param(p, name, 1, (int64_t[]){dim}, 0)->value, NULL, 0, 1.0f);
     snprintf(name, sizeof name, "%s.bias", prefix);
-    init_values(&add_param(p, name, 1, (int64_t[]){dim}, 0)->value, NULL, 0, 0.0f);
+    init_values(&projector_add_param(p, name, 1, (int64_t[]){dim}, 0)->value, NULL, 0, 0.0f);
 }
 
 void projector_init(projector *p, const backend *be, const projector_config *cfg) {
@@ -195,7 +195,7 @@ void projector_init(projector *p, const backend *be, const projector_config *cfg
         add_linear(p, &r, "linear", cfg->d_in, cfg->d_out);
         if (cfg->type == PROJ_LINEAR_LN) add_layernorm(p, "norm", cfg->d_out);
     }
-    p->sumsq = alloc_f32(be, 1, (int64_t[]){p->n_params});
+    p->sumsq = projector_alloc_f32(be, 1, (int64_t[]){p->n_params});
 }
 
 void projector_free(projector *p) {

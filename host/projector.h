@@ -98,6 +98,12 @@ void projector_init(projector *p, const backend *be, const projector_config *cfg
 void projector_free(projector *p);
 /* Number of trainable scalars. */
 int64_t projector_numel(const projector *p);
+/* A zeroed f32 tensor on be (aborts naming the size when allocation fails). */
+tensor projector_alloc_f32(const backend *be, int ndim, const int64_t *shape);
+/* Registers a parameter (value, grad, m, v: zeroed f32 on p->be) with weight
+ * decay on or off; for parameter sets built outside projector_init (CLIP heads). */
+projector_param *projector_add_param(projector *p, const char *name, int ndim, const int64_t *shape,
+                                     int decay);
 /* The parameter named name, or NULL. */
 projector_param *projector_find(projector *p, const char *name);
 
