@@ -24,6 +24,16 @@ trap 'rm -rf "$AIMC_FUZZ_TMP"' EXIT
 common=(-rss_limit_mb=2048 -timeout=10 -print_final_stats=1)
 failed=()
 
+# cpu_now sets CPU_NOW to the CPU seconds (user + system) used so far by this
+# shell's finished children, from bash's `times` (second line: "XmY.YYYs
+# XmZ.ZZZs"); it must run in this shell, not in a $(...) subshell, whose
+# children differ. The difference around a fuzz run is that run's CPU time,
+# the record issue 9 asks for (-max_total_time is wall-clock time).
+cpu_now() {
+  times >"$work/.times"
+  CPU_NOW=$(tail -n 1 "$work/.times" | awk '{ s = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); s += p[1] * 60 + p[2] } printf "%.0f", s }')
+}
+
 # A libFuzzer dictionary when the target has one.
 target_flags() {
   if [ -f "tests/fuzz/dict/$1.dict" ]; then echo "-dict=tests/fuzz/dict/$1.dict"; fi
@@ -55,8 +65,10 @@ for t in "$@"; do
   [ "${FUZZ_KEEP_GOING:-0}" = 1 ] && run+=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
   before=$(ls "$crashes" | wc -l)
   flog=$work/$t.fuzz.log
+  cpu_now; cpu0=$CPU_NOW
   "$exe" "${flags[@]}" "${run[@]}" "$corpus" "$seeds" >"$flog" 2>&1
   rc=$?
+  cpu_now; cpu=$((CPU_NOW - cpu0))
   if [ "$rc" -eq 0 ] && [ "$(ls "$crashes" | wc -l)" -gt "$before" ]; then rc=1; fi  # fork mode saved findings
   # Executions: the final stats (plain mode) or the last status line (fork mode).
   execs=$(grep -ao 'stat::number_of_executed_units: [0-9]*' "$flog" | tail -n 1 | grep -o '[0-9]*$')
@@ -64,10 +76,10 @@ for t in "$@"; do
   last=$(grep -aE '^#[0-9]+' "$flog" | tail -n 1 | grep -oE 'cov: [0-9]+ ft: [0-9]+ corp: [0-9]+(/[0-9a-zA-Z]+)?' || true)
   if [ "$rc" -ne 0 ]; then
     grep -aE 'ERROR|SUMMARY|runtime error|fuzz:|aimc:' "$flog" | sed -E 's/==[0-9]+==/==/' | sort | uniq -c | sort -rn | head -n 20
-    echo "FAIL $t: exit $rc after ${execs:-?} runs; reproducer(s) in $crashes/ (log: $flog)"
+    echo "FAIL $t: exit $rc after ${execs:-?} runs, $cpu CPU s; reproducer(s) in $crashes/ (log: $flog)"
     [[ " ${failed[*]} " == *" $t "* ]] || failed+=("$t")
   else
-    printf '%-26s ok  %s s  %s runs  %s\n' "$t" "$secs" "${execs:-?}" "$last"
+    printf '%-26s ok  %s s  %s CPU s  %s runs  %s\n' "$t" "$secs" "$cpu" "${execs:-?}" "$last"
   fi
   rmdir "$crashes" 2>/dev/null || true
   rm -rf "$AIMC_FUZZ_TMP"
