@@ -1,13 +1,11 @@
 /* Image decoding to RGB8, matching Pillow's pixels (see image.h). */
 #include "image.h"
 #include "../kernels/check.h"
-#include <errno.h>
 #include <png.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <turbojpeg.h>
 #include <webp/decode.h>
 
@@ -358,37 +356,10 @@ int image_decode(const uint8_t *data, size_t size, const image_decode_opts *opts
                         data[1], data[2], data[3]);
 }
 
-/* Reads a whole file; NULL with a message on failure. */
-static uint8_t *read_file(const char *path, size_t *size, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    struct stat st;
-    if (!f || fstat(fileno(f), &st) != 0) {
-        aimc_set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        if (f) fclose(f);
-        return NULL;
-    }
-    if (!S_ISREG(st.st_mode) || st.st_size > IMAGE_MAX_FILE_BYTES) {
-        aimc_set_err(err, errlen, "%s: not a regular file of at most %lld bytes", path,
-                     (long long)IMAGE_MAX_FILE_BYTES);
-        fclose(f);
-        return NULL;
-    }
-    uint8_t *buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-    size_t got = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
-    fclose(f);
-    if (!buf || got != (size_t)st.st_size) {
-        aimc_set_err(err, errlen, "%s: cannot read %lld bytes", path, (long long)st.st_size);
-        free(buf);
-        return NULL;
-    }
-    *size = got;
-    return buf;
-}
-
 int image_load(const char *path, const image_decode_opts *opts, image_rgb *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     size_t size = 0;
-    uint8_t *buf = read_file(path, &size, err, errlen);
+    uint8_t *buf = (uint8_t *)aimc_read_file(path, IMAGE_MAX_FILE_BYTES, &size, err, errlen);
     if (!buf) return -1;
     char why[256] = "";
     int rc = image_decode(buf, size, opts, out, why, sizeof why);

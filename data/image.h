@@ -34,7 +34,7 @@ typedef enum {
 } image_alpha;
 
 #define IMAGE_DEFAULT_MAX_PIXELS ((int64_t)1 << 26) /* 64 Mpx */
-#define IMAGE_MAX_FILE_BYTES ((int64_t)1 << 30)
+#define IMAGE_MAX_FILE_BYTES ((size_t)1 << 30)
 
 typedef struct image_decode_opts {
     int64_t max_pixels; /* images with more pixels are refused; <= 0: the default */

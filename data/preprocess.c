@@ -2,7 +2,6 @@
 #include "preprocess.h"
 #include "../kernels/check.h"
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,33 +222,13 @@ int preprocess_config_parse(preprocess_config *c, const char *json_text, const c
     return rc;
 }
 
-static char *read_text(const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        aimc_set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 20, n = 0; /* a processor config is a few hundred bytes */
-    char *buf = malloc(cap + 1);
-    if (buf) n = fread(buf, 1, cap + 1, f);
-    int bad = ferror(f);
-    fclose(f);
-    if (!buf || bad || n > cap) {
-        aimc_set_err(err, errlen, "%s: %s", path, !buf ? "out of memory" : bad ? "read error" : "larger than 1 MB");
-        free(buf);
-        return NULL;
-    }
-    buf[n] = 0;
-    return buf;
-}
-
 int preprocess_config_load(preprocess_config *c, const char *model_dir, char *err, size_t errlen) {
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/preprocessor_config.json", model_dir) >= sizeof path) {
         aimc_set_err(err, errlen, "%s: path too long", model_dir);
         return -1;
     }
-    char *text = read_text(path, err, errlen);
+    char *text = aimc_read_file(path, AIMC_MAX_CONFIG_BYTES, NULL, err, errlen);
     if (!text) return -1;
     int rc = preprocess_config_parse(c, text, path, err, errlen);
     free(text);

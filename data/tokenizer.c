@@ -6,7 +6,6 @@
 #include "tok_internal.h"
 #include "../kernels/check.h"
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -331,13 +330,16 @@ static int encode_pieces(const tokenizer *tok, tok_ctx *c, tok_ids *out, char *e
 int tokenizer_encode(const tokenizer *tok, const char *text, size_t len, const tokenizer_encode_opts *opts,
                      tok_ids *out, char *err, size_t errlen) {
     tokenizer_encode_opts o = opts ? *opts : (tokenizer_encode_opts){1, 0};
+    out->n = 0;
+    if (len > TOKENIZER_MAX_TEXT_BYTES)
+        return aimc_set_err(err, errlen, "a text of %zu bytes, more than the %zu one encode takes", len,
+                            TOKENIZER_MAX_TEXT_BYTES);
     tok_ctx c;
     ctx_init(&c);
     utf8_sanitize(text ? text : "", text ? len : 0, &c.text);
     if (c.text.n) pieces_push(&c.cur, 0, c.text.n, -1, 1);
     extract_added(tok, &c);
     if (tok->pretok) pre_apply(tok->pretok, &c);
-    out->n = 0;
     int rc = encode_pieces(tok, &c, out, err, errlen);
     if (!rc) rc = truncate_ids(tok, &o, out, err, errlen);
     if (!rc && o.add_special && tok->post) post_apply(tok->post, out);
@@ -424,29 +426,6 @@ char *tokenizer_decode(const tokenizer *tok, const int32_t *ids, int64_t n, int 
 
 /* ============================================================ loading */
 
-static char *read_file(const char *path, size_t *n, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        aimc_set_err(err, errlen, "cannot read '%s': %s", path, strerror(errno));
-        return NULL;
-    }
-    tstr buf = {0};
-    char chunk[65536];
-    size_t got;
-    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) tstr_put(&buf, chunk, got);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        aimc_set_err(err, errlen, "cannot read '%s': read error", path);
-        tstr_free(&buf);
-        return NULL;
-    }
-    tstr_reserve(&buf, 0);
-    buf.p[buf.n] = 0;
-    *n = buf.n;
-    return buf.p;
-}
-
 static void add_special_name(tokenizer *tok, const char *name, const char *value) {
     for (int i = 0; i < tok->nspecial_names; i++)
         if (!strcmp(tok->special_names[i], name)) return; /* the first file wins */
@@ -464,7 +443,7 @@ static void read_companion(tokenizer *tok, const char *dir, const char *file) {
     snprintf(path, sizeof path, "%s/%s", dir, file);
     struct stat st;
     if (stat(path, &st) || !S_ISREG(st.st_mode)) return;
-    char *text = read_file(path, &n, err, sizeof err);
+    char *text = aimc_read_file(path, AIMC_MAX_CONFIG_BYTES, &n, err, sizeof err);
     cJSON *root = text ? cJSON_ParseWithLength(text, n) : NULL;
     const cJSON *it;
     cJSON_ArrayForEach(it, root) {
@@ -513,7 +492,7 @@ tokenizer *tokenizer_load(const char *path, char *err, size_t errlen) {
     char file[4096], dir[4096], msg[512] = "";
     size_t n;
     resolve_paths(path, file, sizeof file, dir, sizeof dir);
-    char *json = read_file(file, &n, err, errlen);
+    char *json = aimc_read_file(file, AIMC_MAX_TOKENIZER_BYTES, &n, err, errlen);
     if (!json) return NULL;
     tokenizer *tok = tok_xrealloc(NULL, sizeof *tok);
     memset(tok, 0, sizeof *tok);

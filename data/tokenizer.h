@@ -66,8 +66,10 @@ void tokenizer_free(tokenizer *tok);
 
 /* Encodes `len` bytes of text; the ids replace out's contents. opts NULL means
  * {add_special = 1, max_length = 0}. Returns 0, or -1 with a message in err
- * (only for tokenizer files whose unk_token is missing from the vocabulary, or
- * a max_length smaller than the number of special tokens). */
+ * (for tokenizer files whose unk_token is missing from the vocabulary, a
+ * max_length smaller than the number of special tokens, or a text longer than
+ * TOKENIZER_MAX_TEXT_BYTES, which bounds the memory one encode can take). */
+#define TOKENIZER_MAX_TEXT_BYTES ((size_t)64 << 20)
 int tokenizer_encode(const tokenizer *tok, const char *text, size_t len,
                      const tokenizer_encode_opts *opts, tok_ids *out, char *err, size_t errlen);
 

@@ -1,7 +1,9 @@
 /* Error reporting, error strings and checked allocations (see kernels/check.h). */
 #include "../kernels/check.h"
+#include <errno.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void aimc_die(const char *fmt, ...) {
     va_list ap;
@@ -78,4 +80,48 @@ void *aimc_grow_at(const char *file, int line, void *p, int64_t *cap, int64_t ne
         aimc_fail_at(file, line, "out of memory growing a table to %lld entries", (long long)nc);
     *cap = nc;
     return q;
+}
+
+char *aimc_read_stream(FILE *f, const char *name, size_t max_bytes, size_t *len, char *err, size_t errlen) {
+    int64_t cap = 0;
+    size_t n = 0, got;
+    char *buf = aimc_grow(NULL, &cap, 1, 1, 1 << 16);
+    do {
+        if (n + 1 == (size_t)cap) buf = aimc_grow(buf, &cap, cap + 1, 1, cap);
+        got = fread(buf + n, 1, (size_t)cap - n - 1, f);
+        n += got;
+    } while (got > 0 && n <= max_bytes);
+    if (ferror(f) || n > max_bytes) {
+        if (ferror(f)) aimc_fail_path(err, errlen, name, "read error: %s", strerror(errno));
+        else aimc_fail_path(err, errlen, name, "more than the %zu bytes allowed", max_bytes);
+        free(buf);
+        return NULL;
+    }
+    buf[n] = 0;
+    if (len) *len = n;
+    return buf;
+}
+
+char *aimc_read_file(const char *path, size_t max_bytes, size_t *len, char *err, size_t errlen) {
+    struct stat st; /* before fopen: opening a FIFO would block */
+    if (stat(path, &st)) {
+        aimc_fail_path(err, errlen, path, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        aimc_fail_path(err, errlen, path, "%s", S_ISDIR(st.st_mode) ? "is a folder, not a file" : "not a regular file");
+        return NULL;
+    }
+    if ((uint64_t)st.st_size > max_bytes) {
+        aimc_fail_path(err, errlen, path, "%lld bytes, more than the %zu allowed", (long long)st.st_size, max_bytes);
+        return NULL;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        aimc_fail_path(err, errlen, path, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    char *buf = aimc_read_stream(f, path, max_bytes, len, err, errlen);
+    fclose(f);
+    return buf;
 }

@@ -1,6 +1,7 @@
 /* aimc tokenize: encode text to ids, decode ids to text, or benchmark the
  * tokenizer of a Hugging Face model folder (tokenizer.json). */
 #include "../data/tokenizer.h"
+#include "../kernels/check.h"
 #include "args.h"
 #include "commands.h"
 #include <errno.h>
@@ -21,18 +22,6 @@ static int fail(const char *fmt, const char *a, const char *b) {
     fprintf(stderr, fmt, a, b);
     fputc('\n', stderr);
     return 1;
-}
-
-static char *read_all(FILE *f, size_t *n) {
-    size_t cap = 1 << 16, len = 0, got;
-    char *buf = malloc(cap);
-    while (buf && (got = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += got;
-        if (cap - len - 1 == 0) buf = realloc(buf, cap *= 2);
-    }
-    if (buf) buf[len] = 0;
-    *n = len;
-    return buf;
 }
 
 static void print_ids(const tok_ids *ids) {
@@ -133,12 +122,10 @@ static void bench_mode(const tokenizer *tok, const char *text, size_t n, int by_
 }
 
 static int run_bench(const tokenizer *tok, const tok_cli *o) {
-    FILE *f = fopen(o->bench, "rb");
-    if (!f) return fail("cannot read '%s': %s", o->bench, strerror(errno));
     size_t n;
-    char *text = read_all(f, &n);
-    fclose(f);
-    if (!text) return fail("cannot read '%s'%s", o->bench, "");
+    char err[512];
+    char *text = aimc_read_file(o->bench, AIMC_MAX_DATASET_BYTES, &n, err, sizeof err);
+    if (!text) return fail("%s%s", err, "");
     printf("aimc tokenize --bench %s: %.2f MB, single thread\n", o->bench, (double)n / 1e6);
     bench_mode(tok, text, n, 0, o->seconds);
     bench_mode(tok, text, n, 1, o->seconds);
@@ -150,8 +137,9 @@ static int run_args(const tokenizer *tok, const tok_cli *o, int npos, char **pos
     int rc = 0;
     if (npos == 0) { /* stdin: one text to encode, or one id list per line to decode */
         size_t n;
-        char *in = read_all(stdin, &n);
-        if (!in) return fail("cannot read stdin%s%s", "", "");
+        char err[512];
+        char *in = aimc_read_stream(stdin, "stdin", AIMC_MAX_DATASET_BYTES, &n, err, sizeof err);
+        if (!in) return fail("%s%s", err, "");
         if (!o->decode && n && in[n - 1] == '\n') n -= n > 1 && in[n - 2] == '\r' ? 2 : 1; /* echo's newline */
         if (!o->decode) rc = encode_one(tok, o, in, n);
         for (char *line = in, *next; o->decode && line && *line; line = next) {

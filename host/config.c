@@ -144,26 +144,9 @@ int config_parse(const char *text, const char *where, config_file *out, char *er
 
 int config_load(const char *path, config_file *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "rb");
-    if (!f) return aimc_set_err(err, errlen, "config %s: cannot open: %s", path, strerror(errno));
-    char *text = NULL;
-    size_t n = 0, cap = 0, got;
-    do {
-        if (n + 4096 + 1 > cap) {
-            cap = cap ? 2 * cap : 8192;
-            text = realloc(text, cap);
-            AIMC_CHECK(text, "config: out of memory");
-        }
-        got = fread(text + n, 1, cap - n - 1, f);
-        n += got;
-    } while (got > 0);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(text);
-        return aimc_set_err(err, errlen, "config %s: read error", path);
-    }
-    text[n] = 0;
+    size_t n;
+    char *text = aimc_read_file(path, AIMC_MAX_CONFIG_BYTES, &n, err, errlen);
+    if (!text) return -1;
     if (strlen(text) != n) {
         free(text);
         return aimc_set_err(err, errlen, "config %s: holds a NUL byte (not a text file)", path);

@@ -2,7 +2,6 @@
 #include "eval_data.h"
 #include "../kernels/check.h"
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,31 +19,6 @@ const char *eval_task_name(eval_task t) {
 }
 
 /* ---- files ---------------------------------------------------------------------- */
-
-static char *read_text(const char *path, size_t *len, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        aimc_fail_path(err, errlen, path, "cannot open: %s", strerror(errno));
-        return NULL;
-    }
-    int64_t cap = 1 << 16;
-    size_t n = 0, got;
-    char *text = aimc_xmalloc((size_t)cap);
-    while ((got = fread(text + n, 1, (size_t)cap - n - 1, f)) > 0) {
-        n += got;
-        if (n + 1 == (size_t)cap) text = aimc_grow(text, &cap, cap + 1, 1, cap);
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(text);
-        aimc_fail_path(err, errlen, path, "read error");
-        return NULL;
-    }
-    text[n] = 0;
-    if (len) *len = n;
-    return text;
-}
 
 /* Line and column of byte `at` in text, for JSON syntax errors. */
 static void line_col(const char *text, size_t at, int64_t *line, int64_t *col) {
@@ -67,7 +41,7 @@ static cJSON *parse_json(const char *path, const char *text, char *err, size_t e
 }
 
 static cJSON *load_json(const char *path, char *err, size_t errlen) {
-    char *text = read_text(path, NULL, err, errlen);
+    char *text = aimc_read_file(path, AIMC_MAX_DATASET_BYTES, NULL, err, errlen);
     if (!text) return NULL;
     cJSON *j = parse_json(path, text, err, errlen);
     free(text);
@@ -510,7 +484,7 @@ static int hateful_line(eval_set *set, int64_t *cap, const char *file, const cha
 }
 
 int eval_read_hateful(eval_set *set, const char *file, const eval_read_opts *o, char *err, size_t errlen) {
-    char *text = read_text(file, NULL, err, errlen);
+    char *text = aimc_read_file(file, AIMC_MAX_DATASET_BYTES, NULL, err, errlen);
     if (!text) return -1;
     int rc = 0;
     int64_t lineno = 0, cap = set->n, before = set->n;

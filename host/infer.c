@@ -423,26 +423,6 @@ static int ends_with(const char *s, const char *suffix) {
     return n >= k && !strcmp(s + n - k, suffix);
 }
 
-static char *read_text_file(const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        aimc_set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t n = 0, cap = 4096, got;
-    char *text = aimc_xcalloc(cap, 1);
-    while ((got = fread(text + n, 1, cap - n - 1, f)) > 0) {
-        n += got;
-        if (cap - n - 1 == 0) {
-            text = realloc(text, cap *= 2);
-            AIMC_CHECK(text, "infer: out of host memory");
-        }
-    }
-    fclose(f);
-    text[n] = 0;
-    return text;
-}
-
 /* The projector configuration of an export JSON. */
 static int json_projector_config(const cJSON *o, projector_config *cfg, const char *where, char *err, size_t errlen) {
     char why[512];
@@ -514,7 +494,7 @@ static void sibling_path(const char *path, const char *name, char *out, size_t n
 /* An export: the JSON (json_path) and its weights (weights_path, or the JSON's "weights"). */
 static int load_export(projector *p, const backend *be, const char *json_path, const char *weights_path,
                        infer_projector_meta *meta, char *err, size_t errlen) {
-    char *text = read_text_file(json_path, err, errlen);
+    char *text = aimc_read_file(json_path, AIMC_MAX_CONFIG_BYTES, NULL, err, errlen);
     if (!text) return aimc_set_err(err + strlen(err), errlen - strlen(err),
                                    " (an exported projector needs its JSON description)");
     cJSON *o = cJSON_Parse(text);

@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define MD_MAX_CONFIG_BYTES (64u << 20)  /* config.json / index: far above any real one */
 #define MD_LOAD_CHUNK ((int64_t)1 << 20) /* elements converted per upload */
 
 typedef struct prefix_rule {
@@ -70,34 +69,13 @@ static int is_file(const char *path) {
 
 /* A whole small file as a NUL-terminated string; NULL with "PATH: problem". */
 static char *read_small_file(const char *path, char *err, size_t errlen) {
-    FILE *fp = fopen(path, "rb");
-    struct stat sb;
-    if (!fp || fstat(fileno(fp), &sb)) {
-        aimc_set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        if (fp) fclose(fp);
-        return NULL;
+    size_t n;
+    char *text = aimc_read_file(path, AIMC_MAX_CONFIG_BYTES, &n, err, errlen);
+    if (text && memchr(text, '\0', n)) {
+        aimc_fail_path(err, errlen, path, "contains a NUL byte");
+        free(text);
+        text = NULL;
     }
-    char *text = NULL;
-    if (sb.st_size > (off_t)MD_MAX_CONFIG_BYTES) {
-        aimc_set_err(err, errlen, "%s: %lld bytes, more than the %u allowed", path,
-                     (long long)sb.st_size, MD_MAX_CONFIG_BYTES);
-    } else {
-        size_t n = (size_t)sb.st_size;
-        text = malloc(n + 1);
-        AIMC_CHECK(text, "out of memory reading %s", path);
-        if (fread(text, 1, n, fp) != n) {
-            aimc_set_err(err, errlen, "%s: read error", path);
-            free(text);
-            text = NULL;
-        } else if (memchr(text, '\0', n)) {
-            aimc_set_err(err, errlen, "%s: contains a NUL byte", path);
-            free(text);
-            text = NULL;
-        } else {
-            text[n] = '\0';
-        }
-    }
-    fclose(fp);
     return text;
 }
 

@@ -36,6 +36,21 @@ char *aimc_strdup_at(const char *file, int line, const char *s);
  * doubling from first_cap; returns p unchanged when it is big enough. */
 void *aimc_grow_at(const char *file, int line, void *p, int64_t *cap, int64_t need, size_t elem,
                    int64_t first_cap);
+
+/* Reads a whole file that aimc reads at once (configs, JSON, tokenizers,
+ * annotations, images, text to tokenize) into a malloc'ed buffer with a NUL
+ * after the data; *len (when not NULL) gets the byte count. A file larger than
+ * max_bytes is refused before anything is allocated for it, so a hostile or
+ * mistaken file cannot make aimc allocate without bound. NULL with
+ * "PATH: problem" in err on failure (also for anything but a regular file).
+ * The stream form reads f to its end (stdin, pipes), naming it `name` in
+ * messages. */
+char *aimc_read_file(const char *path, size_t max_bytes, size_t *len, char *err, size_t errlen);
+char *aimc_read_stream(FILE *f, const char *name, size_t max_bytes, size_t *len, char *err, size_t errlen);
+/* Size limits for whole-file reads: far above any real file of the kind. */
+#define AIMC_MAX_CONFIG_BYTES ((size_t)64 << 20)     /* config.json, run configs, processor configs */
+#define AIMC_MAX_TOKENIZER_BYTES ((size_t)256 << 20) /* tokenizer.json (real ones: up to ~35 MB) */
+#define AIMC_MAX_DATASET_BYTES ((size_t)2 << 30)     /* benchmark annotation files, text to tokenize */
 #ifdef __cplusplus
 }
 #endif

@@ -309,7 +309,7 @@ static void expect_load_error(const char *json, const char *needle) {
 
 static void check_errors(void) {
     char err[512] = "";
-    CHECK(tokenizer_load("/nonexistent/dir/for/aimc", err, sizeof err) == NULL && strstr(err, "cannot read"),
+    CHECK(tokenizer_load("/nonexistent/dir/for/aimc", err, sizeof err) == NULL && strstr(err, "cannot open"),
           "missing file: got '%s'", err);
     expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0,", "invalid JSON");
     expect_load_error("[1, 2, 3]", "not a JSON object");
@@ -331,6 +331,26 @@ static void check_errors(void) {
     expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 2000000000}, \"merges\": []}}", "ids reach");
     expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": -1}, \"merges\": []}}", "invalid id");
     expect_load_error("{\"model\": {\"type\": \"BPE\", \"dropout\": 0.1, \"vocab\": {}, \"merges\": []}}", "dropout");
+}
+
+/* One encode takes at most 64 MiB of text (a bound on its memory): one byte
+ * more is refused with a message and no ids; the limit itself is accepted. */
+static void check_text_limit(void) {
+    tokenizer *tok = load_fixture("opt");
+    size_t limit = (size_t)64 << 20;
+    char *text = malloc(limit + 1), err[256] = "";
+    memset(text, 'a', limit + 1);
+    tok_ids ids = {0};
+    tokenizer_encode_opts raw = {0, -1};
+    CHECK(tokenizer_encode(tok, text, limit + 1, &raw, &ids, err, sizeof err) == -1 && ids.n == 0 &&
+              strstr(err, "more than the 67108864"),
+          "a text one byte over the limit: rc/ids %lld, '%s'", (long long)ids.n, err);
+    for (size_t i = 1; i < limit; i += 64) text[i] = ' '; /* short words: the word cache keeps it fast */
+    CHECK(tokenizer_encode(tok, text, limit, &raw, &ids, err, sizeof err) == 0 && ids.n > 0,
+          "a text at the limit: %s", err);
+    tok_ids_free(&ids);
+    free(text);
+    tokenizer_free(tok);
 }
 
 /* A minimal file with merges in both encodings, no unk token: unknown
@@ -443,6 +463,7 @@ int main(void) {
                                        {"clip", 0, "<|endoftext|>"}, {"misc", 0, "[SEP]"}};
     for (int i = 0; i < 5; i++) check_fixture(&fixtures[i]);
     check_errors();
+    check_text_limit();
     check_mini_model();
     check_threads();
     fuzz_round_trips();
