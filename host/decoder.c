@@ -7,6 +7,7 @@
 #include "../kernels/check.h"
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -495,9 +496,18 @@ static void run_head(const decoder *m, arena *a, const tensor *x, const decoder_
     }
 }
 
+/* decoder_counts_now: process-wide, relaxed (a count, not a synchronisation point). */
+static atomic_uint_fast64_t forward_count, step_count;
+
+decoder_counts decoder_counts_now(void) {
+    return (decoder_counts){.forwards = atomic_load_explicit(&forward_count, memory_order_relaxed),
+                            .steps = atomic_load_explicit(&step_count, memory_order_relaxed)};
+}
+
 void decoder_forward(const decoder *m, arena *a, const tensor *embeds, const int32_t *mask,
                      const decoder_fwd_opts *o, decoder_pass *p) {
     check_embeds(m, embeds, "decoder_forward");
+    atomic_fetch_add_explicit(&forward_count, 1, memory_order_relaxed);
     AIMC_CHECK(o->want_logits || o->want_hidden,
                "decoder_forward: asked for neither logits nor a hidden state");
     memset(p, 0, sizeof *p);
@@ -779,6 +789,7 @@ static void check_step(const decoder *m, const decoder_cache *c, const tensor *e
 void decoder_step(const decoder *m, decoder_cache *c, arena *a, const tensor *embeds,
                   const int32_t *mask, tensor *logits) {
     check_step(m, c, embeds, logits);
+    atomic_fetch_add_explicit(&step_count, 1, memory_order_relaxed);
     int64_t batch = embeds->shape[0], len = embeds->shape[1];
     size_t mark = a->used;
     cache_append_mask(c, mask, len);

@@ -210,6 +210,19 @@ void decoder_cache_reset(decoder_cache *c);
 void decoder_step(const decoder *m, decoder_cache *c, arena *a, const tensor *embeds,
                   const int32_t *mask, tensor *logits);
 
+/* ---- pass counts ------------------------------------------------------------- */
+
+/* Passes run so far in this process, over every decoder: `forwards` counts
+ * decoder_forward calls (whole-sequence passes: training steps and AIM's
+ * demonstration aggregation), `steps` decoder_step calls (generation: the
+ * prefill and each decode step). Always on (one relaxed atomic increment
+ * per pass); the work of a code path is the difference of two readings,
+ * exact when no other thread runs passes in between. */
+typedef struct decoder_counts {
+    uint64_t forwards, steps;
+} decoder_counts;
+decoder_counts decoder_counts_now(void);
+
 /* ---- shared by the architecture loaders -------------------------------------- */
 
 /* "<prefix>.a|<prefix>.b" for alternatives "a|b" (prefix "" leaves them

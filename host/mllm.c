@@ -3,6 +3,7 @@
 #include "mllm.h"
 #include "../kernels/check.h"
 #include <cjson/cJSON.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -175,6 +176,10 @@ static void blip2_image_tokens(const mllm *m, arena *a, const tensor *px, tensor
     nn_linear_forward(out2d, &q2d, &m->lang_proj);
 }
 
+static atomic_uint_fast64_t image_passes;
+
+uint64_t mllm_image_passes(void) { return atomic_load_explicit(&image_passes, memory_order_relaxed); }
+
 tensor mllm_image_tokens(const mllm *m, arena *a, const tensor *pixel_values) {
     AIMC_CHECK(a->be == m->be, "mllm_image_tokens: arena on %s, model on %s", a->be->name,
                m->be->name);
@@ -182,6 +187,7 @@ tensor mllm_image_tokens(const mllm *m, arena *a, const tensor *pixel_values) {
         aimc_die("pixel_values has %d dimensions, expected [images, channels, height, width] "
                  "with at least one image",
                  pixel_values->ndim);
+    atomic_fetch_add_explicit(&image_passes, 1, memory_order_relaxed);
     int64_t n = pixel_values->shape[0], k = m->tokens_per_image;
     tensor out = arena_new(a, a->be->act_dtype, n, k, m->d_model);
     tensor out2d = tensor_reshape(&out, 2, (int64_t[]){n * k, m->d_model});

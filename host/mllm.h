@@ -88,6 +88,10 @@ const decoder *mllm_decoder(const mllm *m);
  * image tokens [N, tokens_per_image, d_model] in the activation dtype, from
  * a (temporaries released). */
 tensor mllm_image_tokens(const mllm *m, arena *a, const tensor *pixel_values);
+/* mllm_image_tokens calls so far in this process, over every model: one
+ * vision-tower pass each, over all the images it is given (always on; a
+ * relaxed atomic count like decoder_counts_now). */
+uint64_t mllm_image_passes(void);
 
 /* The LM input for host input_ids [batch * len] (i32) and the image tokens
  * of the batch's images in order ([N, n, D], or NULL for none): [batch,

@@ -6,8 +6,9 @@
 # (OUT/*.png, by scripts/plot_ablations.py when python3 + matplotlib exist).
 #
 # Every dimension is a space-separated list, from a flag or an environment
-# variable (flags win). With no arguments it runs on the tiny fixtures
-# (tests/fixtures/models/llava, the synthetic benchmarks of
+# variable (flags win). Every value is checked before any work: a bad one is
+# a one-line error and exit status 2. With no arguments it runs on the tiny
+# fixtures (tests/fixtures/models/llava, the synthetic benchmarks of
 # tests/fixtures/eval) and trains the tiny projectors it needs, in well under
 # two minutes on a CPU. docs/eval.md shows a run on the real datasets.
 #
@@ -52,26 +53,70 @@ DEVICE=${DEVICE:-cpu}
 TRAIN_STEPS=${TRAIN_STEPS:-20}
 EXTRA=()
 
+# set_flag VAR FLAG ARGS...: VAR = the value after FLAG, or a one-line error.
+set_flag() {
+  [ $# -ge 3 ] || die "$2 needs a value (see --help)"
+  printf -v "$1" '%s' "$3"
+}
+
 while [ $# -gt 0 ]; do
   case "$1" in
-    --aimc) AIMC=$2; shift 2 ;;
-    --out) OUT=$2; shift 2 ;;
-    --tasks) TASKS=$2; shift 2 ;;
-    --backbones) BACKBONES=$2; shift 2 ;;
-    --shots) SHOTS=$2; shift 2 ;;
-    --modes) MODES=$2; shift 2 ;;
-    --projectors) PROJECTORS=$2; shift 2 ;;
-    --layers) LAYERS=$2; shift 2 ;;
-    --limit) LIMIT=$2; shift 2 ;;
-    --seed) SEED=$2; shift 2 ;;
-    --device) DEVICE=$2; shift 2 ;;
-    --train-steps) TRAIN_STEPS=$2; shift 2 ;;
+    --aimc) set_flag AIMC "$@"; shift 2 ;;
+    --out) set_flag OUT "$@"; shift 2 ;;
+    --tasks) set_flag TASKS "$@"; shift 2 ;;
+    --backbones) set_flag BACKBONES "$@"; shift 2 ;;
+    --shots) set_flag SHOTS "$@"; shift 2 ;;
+    --modes) set_flag MODES "$@"; shift 2 ;;
+    --projectors) set_flag PROJECTORS "$@"; shift 2 ;;
+    --layers) set_flag LAYERS "$@"; shift 2 ;;
+    --limit) set_flag LIMIT "$@"; shift 2 ;;
+    --seed) set_flag SEED "$@"; shift 2 ;;
+    --device) set_flag DEVICE "$@"; shift 2 ;;
+    --train-steps) set_flag TRAIN_STEPS "$@"; shift 2 ;;
     --) shift; EXTRA=("$@"); break ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
 
+# ---- flag values: all checked before any work, a bad one is a one-line error --------
+
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+is_int() { [[ $1 =~ ^-?[0-9]+$ ]]; }
+is_task() { case "$1" in vqa|caption|hateful) return 0 ;; *) return 1 ;; esac; }
+is_mode() { case "$1" in aim|icl|zero-shot) return 0 ;; *) return 1 ;; esac; }
+is_type() { case "$1" in linear|linear_ln|mlp) return 0 ;; *) return 1 ;; esac; }
+is_projector() { is_type "$1" || [ -e "$1" ]; }
+is_dir() { [ -d "$1" ]; }
+is_positive() { [[ $1 =~ ^[1-9][0-9]*$ ]]; }
+is_device() { case "$1" in cpu|cuda) return 0 ;; *) return 1 ;; esac; }
+
+# check_value FLAG VAR VALUE TEST WHAT: VALUE passes TEST.
+check_value() { "$4" "$3" || die "$1 ($2): '$3' is not $5"; }
+
+# check_list FLAG VAR "VALUES" TEST WHAT: VALUES holds at least one word, each passing TEST.
+check_list() {
+  local flag=$1 var=$2 values=$3 test=$4 what=$5 v n=0
+  for v in $values; do
+    "$test" "$v" || die "$flag ($var): '$v' is not $what"
+    n=$((n + 1))
+  done
+  [ "$n" -gt 0 ] || die "$flag ($var) is empty: give $what"
+}
+
+check_list --tasks TASKS "$TASKS" is_task "a task (vqa, caption, hateful)"
+check_list --modes MODES "$MODES" is_mode "a mode (aim, icl, zero-shot)"
+check_list --shots SHOTS "$SHOTS" is_uint "a number of shots (0, 1, 2, ...)"
+check_list --layers LAYERS "$LAYERS" is_int "a layer (an integer, negative from the end)"
+check_list --backbones BACKBONES "$BACKBONES" is_dir "a model folder"
+case " $MODES " in
+  *" aim "*) check_list --projectors PROJECTORS "$PROJECTORS" is_projector \
+               "a projector type (linear, linear_ln, mlp) or an existing projector file" ;;
+esac
+check_value --limit LIMIT "$LIMIT" is_uint "a number of test items (0: all)"
+check_value --seed SEED "$SEED" is_uint "a non-negative integer"
+check_value --train-steps TRAIN_STEPS "$TRAIN_STEPS" is_positive "a positive number of steps"
+check_value --device DEVICE "$DEVICE" is_device "a device (cpu, cuda)"
 [ -x "$AIMC" ] || die "$AIMC not found (make first, or pass --aimc BIN)"
 FX=tests/fixtures/eval
 VQA_TRAIN=${VQA_TRAIN:-"$FX/okvqa/OpenEnded_mscoco_train2014_questions.json $FX/okvqa/mscoco_train2014_annotations.json"}
@@ -91,8 +136,6 @@ rm -f "$CSV" "$SUMMARIES" "$OUT"/*.png
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
 # ---- projectors ----------------------------------------------------------------
-
-is_type() { case "$1" in linear|linear_ln|mlp) return 0 ;; *) return 1 ;; esac; }
 
 # A tiny projector of type $2 on layer $3 for backbone $1, trained here once.
 train_projector() {
@@ -155,7 +198,6 @@ for bb in $BACKBONES; do
       if is_type "$p"; then
         for layer in $LAYERS; do projs+=("$(train_projector "$bb" "$p" "$layer")|$p/L$layer"); done
       else
-        [ -e "$p" ] || die "projector '$p' is neither a type (linear, linear_ln, mlp) nor a file"
         projs+=("$p|$(basename "$p")")
       fi
     done

@@ -13,8 +13,12 @@
  *    aim_demo_hidden's (host/aim.c) hidden states for layers 0, 1 and the
  *    last, rel <= 1e-5, and come back bit for bit from the file;
  *  - AIM inference from the bank (demonstrations WITHOUT images, so no
- *    aggregation can run) builds the same prompt (rel <= 1e-5) and
- *    generates the same ids as AIM inference from the raw demonstrations;
+ *    aggregation can run, and again WITH their images loaded) builds the
+ *    same prompt (rel <= 1e-5) and generates the same ids as AIM inference
+ *    from the raw demonstrations; counted passes (decoder_counts_now,
+ *    mllm_image_passes): from the bank 0 LM forwards and 1 vision pass (the
+ *    query's), raw k forwards and k + 1 vision passes, and one decode step
+ *    per generated token either way;
  *  - the backbone description: the same weights stored as F16 (llava/) and
  *    BF16 (llava_oldkeys/) give the same text, BLIP-2 another, and changing
  *    one sampled weight changes it. */
@@ -285,23 +289,63 @@ static void test_rows_match_aim(const model_case *mc, arena *a) {
         }
 }
 
-static int32_t *greedy_ids(const model_case *mc, arena *a, const infer_model *im, const infer_demo *demos, int k,
-                           const episode_item *q, int64_t *n, float **prompt_host) {
+/* One k-shot AIM answer (prompt + greedy generation) and the passes it ran. */
+typedef struct aim_run {
+    int32_t *ids;
+    int64_t n;
+    float *prompt;               /* host copy of the prompt embeddings */
+    uint64_t forwards, steps;    /* decoder_forward / decoder_step calls */
+    uint64_t image_passes;       /* vision-tower passes */
+} aim_run;
+
+static aim_run run_aim(const model_case *mc, arena *a, const infer_model *im, const infer_demo *demos, int k,
+                       const episode_item *q) {
+    aim_run run = {0};
     size_t mark = a->used;
+    decoder_counts c0 = decoder_counts_now();
+    uint64_t img0 = mllm_image_passes();
     tensor prompt = infer_build_prompt(im, a, INFER_AIM, demos, k, q);
-    *prompt_host = infer_download_f32(a, &prompt);
     gen_config c;
     gen_config_default(&c);
     c.max_new_tokens = 8;
     gen_result r;
     char err[256];
     if (gen_greedy(mllm_decoder(mc->m), a, &prompt, &c, &r, err, sizeof err)) printf("FAIL: %s\n", err), exit(1);
-    int32_t *ids = tl_alloc((size_t)r.n * sizeof *ids);
-    memcpy(ids, r.ids, (size_t)r.n * sizeof *ids);
-    *n = r.n;
+    decoder_counts c1 = decoder_counts_now();
+    run.forwards = c1.forwards - c0.forwards, run.steps = c1.steps - c0.steps;
+    run.image_passes = mllm_image_passes() - img0;
+    run.prompt = infer_download_f32(a, &prompt);
+    run.ids = tl_alloc((size_t)r.n * sizeof *run.ids);
+    memcpy(run.ids, r.ids, (size_t)r.n * sizeof *run.ids);
+    run.n = r.n;
     gen_result_free(&r);
     a->used = mark;
-    return ids;
+    return run;
+}
+
+static void aim_run_free(aim_run *r) { free(r->ids), free(r->prompt); }
+
+/* The work a k-shot AIM answer must do, worked out from the method: without
+ * a bank, each demonstration is aggregated alone (one LM forward and one
+ * vision pass of its image); the query always costs one vision pass and the
+ * greedy loop one decoder_step per generated token (the prefill yields the
+ * first, each further step one more). With every demonstration's rows
+ * given, no demonstration costs anything. */
+static void check_work(const model_case *mc, const char *what, const aim_run *r, int k, int aggregated) {
+    uint64_t want_fwd = aggregated ? (uint64_t)k : 0, want_img = (aggregated ? (uint64_t)k : 0) + 1;
+    CHECK(r->forwards == want_fwd && r->image_passes == want_img && r->steps == (uint64_t)r->n,
+          "%s, %s: %llu LM forwards, %llu vision passes, %llu decode steps for %lld tokens; want %llu, %llu, %lld",
+          mc->name, what, (unsigned long long)r->forwards, (unsigned long long)r->image_passes,
+          (unsigned long long)r->steps, (long long)r->n, (unsigned long long)want_fwd, (unsigned long long)want_img,
+          (long long)r->n);
+}
+
+static void check_same_answer(const model_case *mc, const char *what, const aim_run *r, const aim_run *ref,
+                              int64_t prompt_values) {
+    double e = rel_err_f32(r->prompt, ref->prompt, prompt_values);
+    CHECK(e <= 1e-5, "%s: AIM prompt %s vs raw demonstrations rel %.3g", mc->name, what, e);
+    CHECK(r->n == ref->n && !memcmp(r->ids, ref->ids, (size_t)ref->n * sizeof *ref->ids),
+          "%s: AIM %s generated other ids", mc->name, what);
 }
 
 static void test_bank_inference(const model_case *mc, arena *a) {
@@ -324,9 +368,11 @@ static void test_bank_inference(const model_case *mc, arena *a) {
     bank *b = bank_open(path, err, sizeof err);
     CHECK(b && bank_check_model(b, text, layer, err, sizeof err) == 0, "%s: reopening the bank: %s", mc->name, err);
     if (!b) return;
-    /* demonstrations in the order d2, d0, d1; the bank ones have no image */
+    /* demonstrations in the order d2, d0, d1: raw, from the bank without
+     * images (no aggregation could run), and from the bank with their images
+     * still loaded (only the pass counts show that none ran) */
     int order[3] = {2, 0, 1};
-    infer_demo from_raw[3], from_bank[3];
+    infer_demo from_raw[3], from_bank[3], from_bank_img[3];
     for (int j = 0; j < 3; j++) {
         int i = order[j];
         char id[16];
@@ -335,8 +381,10 @@ static void test_bank_inference(const model_case *mc, arena *a) {
         CHECK(e && !memcmp(bank_entry_rows(b, e), fresh[i], (size_t)(e->n_rows * d) * sizeof(float)),
               "%s: bank rows of %s differ from a fresh aggregation", mc->name, id);
         load_item(mc, &bare[j], i, 0);
+        const float *rows = e ? bank_entry_rows(b, e) : fresh[i];
         from_raw[j] = (infer_demo){.item = &raw[i]};
-        from_bank[j] = (infer_demo){.item = &bare[j], .hidden = e ? bank_entry_rows(b, e) : fresh[i]};
+        from_bank[j] = (infer_demo){.item = &bare[j], .hidden = rows};
+        from_bank_img[j] = (infer_demo){.item = &raw[i], .hidden = rows};
     }
     char qpath[PATH_MAX];
     fixture("images/gray.png", qpath, sizeof qpath);
@@ -345,16 +393,16 @@ static void test_bank_inference(const model_case *mc, arena *a) {
     projector_config pc = {.type = PROJ_LINEAR_LN, .d_in = d, .d_out = d, .ln_eps = 1e-5f, .seed = rng_u64()};
     projector_init(&proj, be, &pc);
     infer_model im = {.m = mc->m, .proj = &proj, .layer = layer};
-    int64_t n1, n2;
-    float *p1, *p2;
-    int32_t *ids1 = greedy_ids(mc, a, &im, from_raw, 3, &raw[3], &n1, &p1);
-    int32_t *ids2 = greedy_ids(mc, a, &im, from_bank, 3, &raw[3], &n2, &p2);
-    int64_t len = infer_prompt_len(mc->m, INFER_AIM, from_raw, 3, &raw[3]);
-    double e = rel_err_f32(p2, p1, len * d);
-    CHECK(e <= 1e-5, "%s: AIM prompt from the bank vs raw demonstrations rel %.3g", mc->name, e);
-    CHECK(n1 == n2 && !memcmp(ids1, ids2, (size_t)n1 * sizeof *ids1), "%s: AIM from the bank generated other ids",
-          mc->name);
-    free(ids1), free(ids2), free(p1), free(p2);
+    aim_run r_raw = run_aim(mc, a, &im, from_raw, 3, &raw[3]);
+    aim_run r_bank = run_aim(mc, a, &im, from_bank, 3, &raw[3]);
+    aim_run r_bank_img = run_aim(mc, a, &im, from_bank_img, 3, &raw[3]);
+    int64_t values = infer_prompt_len(mc->m, INFER_AIM, from_raw, 3, &raw[3]) * d;
+    check_work(mc, "raw demonstrations", &r_raw, 3, 1);
+    check_work(mc, "bank", &r_bank, 3, 0);
+    check_work(mc, "bank (images loaded)", &r_bank_img, 3, 0);
+    check_same_answer(mc, "from the bank", &r_bank, &r_raw, values);
+    check_same_answer(mc, "from the bank (images loaded)", &r_bank_img, &r_raw, values);
+    aim_run_free(&r_raw), aim_run_free(&r_bank), aim_run_free(&r_bank_img);
     projector_free(&proj);
     bank_close(b);
     for (int i = 0; i < 3; i++) episode_item_free(&raw[i]), episode_item_free(&bare[i]), free(fresh[i]);
