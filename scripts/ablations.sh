@@ -228,8 +228,14 @@ awk -F, '
       $col["metric"], $col["score"], $col["tokens_per_prompt"], $col["peak_mem_mib"], $col["latency_p50_ms"],
       $col["latency_p90_ms"] }' "$CSV" > "$OUT/results.md"
 
-if python3 -c 'import matplotlib' 2>/dev/null; then
-  python3 "$(dirname "$0")/plot_ablations.py" "$CSV" "$OUT" >> "$LOG" 2>&1 || echo "ablations.sh: plotting failed (see $LOG)" >&2
+# The first Python with matplotlib: the one on PATH (a virtualenv, pyenv) or
+# Debian's, where third_party/packages.txt's python3-matplotlib goes.
+PLOT_PY=
+for py in python3 /usr/bin/python3; do
+  if "$py" -c 'import matplotlib' 2>/dev/null; then PLOT_PY=$py; break; fi
+done
+if [ -n "$PLOT_PY" ]; then
+  "$PLOT_PY" "$(dirname "$0")/plot_ablations.py" "$CSV" "$OUT" >> "$LOG" 2>&1 || echo "ablations.sh: plotting failed (see $LOG)" >&2
 else
   echo "ablations.sh: note: python3 with matplotlib not found; no PNG plots (the CSV and table are written)" >&2
 fi

@@ -349,7 +349,8 @@ static int count_pngs(const char *dir) {
 }
 
 static void check_plots(const char *out, const cli_out *r) {
-    if (system("python3 -c 'import matplotlib' > /dev/null 2>&1") != 0) {
+    /* the same two Pythons the script tries */
+    if (system("python3 -c 'import matplotlib' >/dev/null 2>&1 || /usr/bin/python3 -c 'import matplotlib' >/dev/null 2>&1")) {
         printf("note: python3 with matplotlib not found: skipped the PNG check\n");
         CHECK(strstr(r->err, "matplotlib not found") && count_pngs(out) == 0,
               "without matplotlib: want the script's note and no PNG, got %d PNGs, stderr '%s'", count_pngs(out), r->err);
