@@ -98,15 +98,22 @@ clean:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
 # make bench: the copy-bandwidth and bf16-GEMM ceilings, then every cuda kernel
-# at aimc's shapes; prints the table and writes docs/perf-<gpu>.md.
+# at aimc's shapes; prints the table and writes docs/perf-<gpu>.md, with
+# attention beside PyTorch's cuDNN / FlashAttention-2 SDPA (scripts/bench_sdpa.py)
+# when python3 has torch with CUDA.
 BENCH_BIN := $(BUILD)/bench/aimc-bench
 $(BENCH_BIN): tests/cuda/bench.c $(BUILD)/libaimc.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(BUILD)/libaimc.a -o $@ $(LDLIBS)
 
 ifeq ($(CUDA),1)
+SDPA_CSV := $(BUILD)/bench/sdpa.csv
 bench: $(BENCH_BIN)
-	$(BENCH_BIN) docs
+	@rm -f $(SDPA_CSV)
+	@if python3 -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then \
+	  python3 scripts/bench_sdpa.py > $(SDPA_CSV) || rm -f $(SDPA_CSV); \
+	else echo "make bench: python3 with torch + CUDA not found: no SDPA comparison"; fi
+	$(BENCH_BIN) docs $$([ -f $(SDPA_CSV) ] && echo $(SDPA_CSV))
 else
 bench:
 	@echo "make bench: this build has no CUDA (nvcc not found or CUDA=0)"; exit 1

@@ -13,13 +13,14 @@
  * calls for about 0.2 s between two stream synchronisations (wall clock);
  * launch overhead is included, as in real use.
  *
- * Not included: cuDNN SDPA as a comparison for attention. The cuDNN
- * frontend (C++ headers) is not in the toolkit image, and the backend
- * graph API in C needs a hand-built operation graph that could not be
- * tried without a GPU; the attention rows report FLOP/s against the GEMM
- * ceiling instead.
+ * Attention is also compared with cuDNN's fused attention (and
+ * FlashAttention-2) through PyTorch's scaled_dot_product_attention, timed
+ * the same way by scripts/bench_sdpa.py in the same `make bench` run: its
+ * CSV, when given, becomes a side-by-side table. (The cuDNN frontend's C++
+ * headers are not in the toolkit image; PyTorch is on the GPU machines.)
  *
- * Usage: aimc-bench [OUT_DIR]   writes OUT_DIR/perf-<gpu>.md (default docs). */
+ * Usage: aimc-bench [OUT_DIR [SDPA_CSV]]   writes OUT_DIR/perf-<gpu>.md
+ * (default docs). */
 #include "../../kernels/backend.h"
 #include "../../kernels/check.h"
 #include <cuda_runtime_api.h>
@@ -167,6 +168,14 @@ typedef struct attn_shape {
     int causal;
 } attn_shape;
 
+/* aimc's attention times per shape, for the table against PyTorch's SDPA. */
+typedef struct attn_timing {
+    attn_shape s;
+    double fwd, bwd; /* seconds per call */
+} attn_timing;
+static attn_timing attn_times[16];
+static int nattn;
+
 static void bench_attention_shape(const attn_shape *s) {
     tensor q = DEV(DT_BF16, s->b, s->t, s->h, s->hd), k = DEV(DT_BF16, s->b, s->t, s->h, s->hd);
     tensor v = DEV(DT_BF16, s->b, s->t, s->h, s->hd), o = DEV(DT_BF16, s->b, s->t, s->h, s->hd);
@@ -185,6 +194,8 @@ static void bench_attention_shape(const attn_shape *s) {
     snprintf(name, sizeof name, "attention bwd (%s)", s->model);
     BENCH(name, shape, 2.5 * fwd, FLOPS,
           be->attention_backward(&dq, &dk, &dv, &dout, &q, &k, &v, &o, &lse, &opts));
+    AIMC_CHECK(nattn < (int)(sizeof attn_times / sizeof attn_times[0]), "bench: too many attention shapes");
+    attn_times[nattn++] = (attn_timing){*s, results[nresults - 2].seconds, results[nresults - 1].seconds};
     tensor *all[] = {&q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) release(all[i]);
 }
@@ -299,7 +310,48 @@ static void file_slug(char *out, size_t n, const char *name) {
     out[j] = 0;
 }
 
-static void write_report(const char *dir, const struct cudaDeviceProp *prop) {
+static const attn_timing *find_attn(int64_t b, int64_t t, int64_t h, int64_t hd, int causal) {
+    for (int i = 0; i < nattn; i++) {
+        const attn_shape *s = &attn_times[i].s;
+        if (s->b == b && s->t == t && s->h == h && s->hd == hd && s->causal == causal) return &attn_times[i];
+    }
+    return NULL;
+}
+
+/* scripts/bench_sdpa.py's CSV (backend,b,t,h,hd,causal,fwd_s,bwd_s) next to
+ * aimc's times for the same shapes; "x aimc" > 1 means aimc is faster. */
+static void write_sdpa_table(FILE *f, const char *csv) {
+    FILE *in = csv ? fopen(csv, "r") : NULL;
+    if (!in) {
+        fprintf(f, "\nNo comparison with cuDNN SDPA in this run (%s).\n",
+                csv ? "its CSV could not be read" : "PyTorch with CUDA was not found");
+        return;
+    }
+    fprintf(f, "\n## Attention against PyTorch SDPA, same run\n\n"
+               "scripts/bench_sdpa.py: torch.nn.functional.scaled_dot_product_attention, bf16 [B, H, T, hd], "
+               "one backend forced at a time (cudnn: cuDNN fused attention; flash2: FlashAttention-2); "
+               "bwd is forward+backward minus forward. Time ratio = their time / aimc's (> 1: aimc faster).\n\n"
+               "| backend | shape | aimc fwd (us) | their fwd (us) | ratio fwd | aimc bwd (us) | their bwd (us) | "
+               "ratio bwd |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
+    char line[256], name[32];
+    long long b, t, h, hd;
+    int causal;
+    double fwd, bwd;
+    while (fgets(line, sizeof line, in)) {
+        if (sscanf(line, "%31[^,],%lld,%lld,%lld,%lld,%d,%lf,%lf", name, &b, &t, &h, &hd, &causal, &fwd, &bwd) != 8)
+            continue; /* the header */
+        const attn_timing *a = find_attn(b, t, h, hd, causal);
+        if (!a) continue;
+        fprintf(f, "| %s | %s B%lld T%lld H%lld hd%lld%s | %.1f | %.1f | %.2f | %.1f | %.1f | %.2f |\n", name,
+                a->s.model, b, t, h, hd, causal ? " causal" : "", a->fwd * 1e6, fwd * 1e6, fwd / a->fwd,
+                a->bwd * 1e6, bwd * 1e6, bwd / a->bwd);
+        printf("%-8s %-10s T%-5lld hd%-4lld fwd %.2fx  bwd %.2fx (their time / aimc's)\n", name, a->s.model, t, hd,
+               fwd / a->fwd, bwd / a->bwd);
+    }
+    fclose(in);
+}
+
+static void write_report(const char *dir, const char *sdpa_csv, const struct cudaDeviceProp *prop) {
     char slug[96], path[512], date[32];
     file_slug(slug, sizeof slug, prop->name);
     snprintf(path, sizeof path, "%s/perf-%s.md", dir, slug);
@@ -322,8 +374,7 @@ static void write_report(const char *dir, const struct cudaDeviceProp *prop) {
         f,
         "Memory-bound rows: bytes the op must move (each input read and each output written once) "
         "per second, as a fraction of the measured device-to-device copy bandwidth. Matmul and "
-        "attention rows: FLOP/s as a fraction of the measured 8192^3 bf16 cuBLASLt GEMM. "
-        "Attention is not compared with cuDNN SDPA (not implemented; see tests/cuda/bench.c).\n\n");
+        "attention rows: FLOP/s as a fraction of the measured 8192^3 bf16 cuBLASLt GEMM.\n\n");
     fprintf(f,
             "| kernel | shape | time (us) | achieved | of ceiling |\n|---|---|---:|---:|---:|\n");
     for (int i = 0; i < nresults; i++) {
@@ -334,12 +385,13 @@ static void write_report(const char *dir, const struct cudaDeviceProp *prop) {
         fprintf(f, "| %s | %s | %.1f | %.1f %s | %.0f%% |\n", r->name, r->shape, r->seconds * 1e6,
                 rate, bytes ? "GB/s" : "TFLOP/s", 100.0 * rate / ceiling);
     }
+    write_sdpa_table(f, sdpa_csv);
     fclose(f);
     printf("aimc-bench: wrote %s\n", path);
 }
 
 int main(int argc, char **argv) {
-    const char *dir = argc > 1 ? argv[1] : "docs";
+    const char *dir = argc > 1 ? argv[1] : "docs", *sdpa_csv = argc > 2 ? argv[2] : NULL;
     char why[256] = "";
     be = backend_cuda(why, sizeof why);
     if (!be) {
@@ -356,6 +408,6 @@ int main(int argc, char **argv) {
     bench_norms();
     bench_pointwise();
     bench_losses();
-    write_report(dir, &prop);
+    write_report(dir, sdpa_csv, &prop);
     return 0;
 }
