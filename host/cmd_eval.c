@@ -61,15 +61,7 @@ typedef struct eval_run {
     eval_set train, test;
     infer_templates ts;
     const infer_template *tpl;
-    const backend *be;
-    mllm *m;
-    tokenizer *tok;
-    preprocess_config pp;
-    projector proj;
-    int has_proj;
-    infer_projector_meta meta;
-    bank *bk;
-    int64_t layer;
+    infer_session sess; /* model, projector, bank, layer */
     int64_t *demos;       /* [test.n * k] train indices, in prompt order */
     char **demo_text;     /* per train item, made when first needed */
     int64_t *demo_tokens; /* per train item, -1 until tokenized */
@@ -128,13 +120,6 @@ static int extract_files(int argc, char **argv, eval_cli *o) {
     return out;
 }
 
-static int check_layer(const char *s) {
-    char *end;
-    if (!strcmp(s, "auto")) return 0;
-    strtoll(s, &end, 10);
-    return *end || end == s ? -1 : 0;
-}
-
 static int check_cli(const eval_cli *o) {
     if (!o->task) return usage("--task is required (vqa, caption or hateful)", NULL);
     if (eval_task_parse(o->task) < 0) return usage("--task must be vqa, caption or hateful, not ", o->task);
@@ -146,7 +131,7 @@ static int check_cli(const eval_cli *o) {
     if (o->limit < 0) return usage("--limit must be >= 0 (0: the whole test split)", NULL);
     if (o->beams < 1 || o->beams > 64) return usage("--beams must be in [1, 64]", NULL);
     if (o->max_new < 0) return usage("--max-new-tokens must be >= 0 (0: the task's default)", NULL);
-    if (check_layer(o->layer)) return usage("--layer must be an integer or auto, not ", o->layer);
+    if (!infer_layer_arg_ok(o->layer)) return usage("--layer must be an integer or auto, not ", o->layer);
     if (o->export_demos) return o->n_train ? 0 : usage("--export-demos needs --train FILES", NULL);
     if (!o->model) return usage("--model is required", NULL);
     if (!o->n_test) return usage("--test FILES is required", NULL);
@@ -203,51 +188,21 @@ static int export_demos(eval_run *r) {
 
 /* ---- model ------------------------------------------------------------------------------ */
 
-static void load_model(eval_run *r) {
-    char err[4096];
-    r->be = backend_by_name(r->cli->device);
-    r->m = mllm_load(r->cli->model, r->be, r->be->act_dtype);
-    r->tok = tokenizer_load(r->cli->model, err, sizeof err);
-    if (!r->tok) aimc_die("%s", err);
-    if (preprocess_config_load(&r->pp, r->cli->model, err, sizeof err)) aimc_die("%s", err);
-    r->st.weights = eval_weights_bytes(r->cli->model, r->be->act_dtype);
-}
-
-static void load_projector(eval_run *r) {
-    char err[4096];
-    if (!r->cli->projector || r->mode != INFER_AIM) return;
-    if (infer_projector_load(&r->proj, r->be, r->cli->projector, &r->meta, err, sizeof err)) aimc_die("%s", err);
-    r->has_proj = 1;
-    int64_t d = mllm_d_model(r->m);
-    if (r->proj.cfg.d_in != d || r->proj.cfg.d_out != d)
-        aimc_die("%s: the projector maps %lld -> %lld, but %s has hidden size %lld", r->meta.source,
-                 (long long)r->proj.cfg.d_in, (long long)r->proj.cfg.d_out, r->cli->model, (long long)d);
-    if (r->meta.backbone_text[0] && infer_check_backbone(r->meta.backbone_text, r->m, r->meta.source, err, sizeof err))
-        aimc_die("%s", err);
-    r->st.weights += (size_t)projector_numel(&r->proj) * sizeof(float);
-}
-
-/* --layer, else the projector's, else the bank's, else the last (as aimc infer). */
-static void resolve_layer(eval_run *r) {
-    const decoder *lm = mllm_decoder(r->m);
-    int64_t layer = -1;
-    if (strcmp(r->cli->layer, "auto")) layer = strtoll(r->cli->layer, NULL, 10);
-    else if (r->has_proj && r->meta.has_layer) layer = r->meta.layer;
-    else if (r->bk) layer = r->bk->layer;
-    r->layer = decoder_hidden_index(lm, layer);
-    if (r->has_proj && r->meta.has_layer && decoder_hidden_index(lm, r->meta.layer) != r->layer)
-        aimc_die("%s was trained on layer %lld, but layer %lld is asked for", r->meta.source,
-                 (long long)decoder_hidden_index(lm, r->meta.layer), (long long)r->layer);
-    char err[4096], text[512];
-    if (r->bk && bank_check_model(r->bk, bank_backbone_text(r->m, text, sizeof text), r->layer, err, sizeof err))
-        aimc_die("%s", err);
-}
-
-static void open_bank(eval_run *r) {
-    char err[4096];
-    if (!r->cli->bank || r->mode != INFER_AIM || r->k == 0) return;
-    r->bk = bank_open(r->cli->bank, err, sizeof err);
-    if (!r->bk) aimc_die("%s", err);
+/* The model, the projector and bank when aim uses them, then the layer
+ * (as aimc infer); the weights statistic counts the projector's too. */
+static void load_session(eval_run *r) {
+    const eval_cli *o = r->cli;
+    infer_session *s = &r->sess;
+    infer_session_load_model(s, o->model, o->device);
+    r->st.weights = eval_weights_bytes(o->model, s->be->act_dtype);
+    if (o->projector && r->mode == INFER_AIM) {
+        infer_session_load_projector(s, o->projector);
+        r->st.weights += (size_t)projector_numel(&s->proj) * sizeof(float);
+    }
+    if (r->mode == INFER_AIM && r->k > 0 && !s->has_proj)
+        aimc_die("--mode aim with --shots > 0 needs a trained projector (--projector CKPT or .safetensors)");
+    if (o->bank && r->mode == INFER_AIM && r->k > 0) infer_session_open_bank(s, o->bank);
+    infer_session_resolve_layer(s, o->layer, r->mode);
 }
 
 /* ---- demonstrations ----------------------------------------------------------------------- */
@@ -259,8 +214,8 @@ static void select_demos(eval_run *r) {
     int64_t dim = 0;
     int clip = !strcmp(r->cli->retrieval, "clip") && r->k > 0;
     if (clip) {
-        train_emb = eval_clip_embed(r->cli->clip_model, r->be, &r->train, &dim, err, sizeof err);
-        test_emb = train_emb ? eval_clip_embed(r->cli->clip_model, r->be, &r->test, &dim, err, sizeof err) : NULL;
+        train_emb = eval_clip_embed(r->cli->clip_model, r->sess.be, &r->train, &dim, err, sizeof err);
+        test_emb = train_emb ? eval_clip_embed(r->cli->clip_model, r->sess.be, &r->test, &dim, err, sizeof err) : NULL;
         if (!test_emb) aimc_die("%s", err);
     }
     for (int64_t q = 0; q < r->test.n; q++) {
@@ -277,7 +232,7 @@ static int64_t count_tokens(eval_run *r, const char *text) {
     char err[1024];
     tok_ids ids = {0};
     tokenizer_encode_opts o = {.add_special = 0, .max_length = -1};
-    if (tokenizer_encode(r->tok, text, strlen(text), &o, &ids, err, sizeof err)) aimc_die("%s", err);
+    if (tokenizer_encode(r->sess.tok, text, strlen(text), &o, &ids, err, sizeof err)) aimc_die("%s", err);
     int64_t n = ids.n;
     tok_ids_free(&ids);
     return n;
@@ -291,8 +246,8 @@ static int64_t demo_tokens(eval_run *r, int64_t i) {
 static void answer_tokens(eval_run *r, int64_t q) {
     char err[1024];
     for (int c = 0; c < 2; c++)
-        if (eval_answer_tokens(r->tok, r->tpl, &r->test.items[q], eval_hateful_answer(1 - c), &r->answers[q][c], err,
-                               sizeof err))
+        if (eval_answer_tokens(r->sess.tok, r->tpl, &r->test.items[q], eval_hateful_answer(1 - c), &r->answers[q][c],
+                               err, sizeof err))
             aimc_die("test item %lld (id %s): %s", (long long)q, r->test.items[q].id, err);
 }
 
@@ -307,7 +262,7 @@ static int64_t planned_len(eval_run *r, int64_t q) {
     }
     items[r->k] = (episode_item){.n_tokens = count_tokens(r, qt)};
     free(qt);
-    int64_t len = infer_prompt_len(r->m, r->mode, demos, r->k, &items[r->k]);
+    int64_t len = infer_prompt_len(r->sess.m, r->mode, demos, r->k, &items[r->k]);
     free(items), free(demos);
     return len;
 }
@@ -318,30 +273,30 @@ static void load_item(eval_run *r, episode_item *it, const char *image, const ch
                       const eval_item *src) {
     char err[4096], source[512];
     snprintf(source, sizeof source, "%s item %s", what, src->id);
-    if (infer_item_load(it, image, text, r->tok, &r->pp, source, err, sizeof err))
+    if (infer_item_load(it, image, text, r->sess.tok, &r->sess.pp, source, err, sizeof err))
         aimc_die("%s item %s: %s", what, src->id, err);
 }
 
 /* A demonstration from the bank: its rows, after checking its text. */
 static const float *bank_rows(eval_run *r, const eval_item *it, const char *text, int64_t n_tokens) {
-    const bank_entry *e = bank_find(r->bk, it->id);
+    const bank_entry *e = bank_find(r->sess.bk, it->id);
     if (!e)
         aimc_die("%s: no demonstration with id '%s' (build the bank from the train split: aimc eval --export-demos "
-                 "FILE, then aimc bank build --demos FILE)", r->bk->path, it->id);
+                 "FILE, then aimc bank build --demos FILE)", r->sess.bk->path, it->id);
     if (strcmp(e->text, text) || e->n_rows != n_tokens)
         aimc_die("%s: demonstration '%s' holds the text '%s', but this run's template gives '%s' (rebuild the bank)",
-                 r->bk->path, it->id, e->text, text);
-    return bank_entry_rows(r->bk, e);
+                 r->sess.bk->path, it->id, e->text, text);
+    return bank_entry_rows(r->sess.bk, e);
 }
 
 static void load_demos(eval_run *r, int64_t q, episode_item *items, infer_demo *demos) {
-    int need_image = r->mode == INFER_ICL || (r->mode == INFER_AIM && !r->bk);
+    int need_image = r->mode == INFER_ICL || (r->mode == INFER_AIM && !r->sess.bk);
     for (int j = 0; j < r->k; j++) {
         int64_t t = r->demos[q * r->k + j];
         const eval_item *it = &r->train.items[t];
         load_item(r, &items[j], need_image ? it->image : NULL, demo_text(r, t), "train", it);
         demos[j] = (infer_demo){.item = &items[j]};
-        if (r->bk) demos[j].hidden = bank_rows(r, it, demo_text(r, t), items[j].n_tokens);
+        if (r->sess.bk) demos[j].hidden = bank_rows(r, it, demo_text(r, t), items[j].n_tokens);
     }
 }
 
@@ -356,13 +311,11 @@ static size_t device_used_bytes(const backend *be) {
 }
 
 static void gen_setup(const eval_run *r, gen_config *g) {
-    gen_config_default(g);
+    infer_session_gen_config(&r->sess, g);
     int64_t dflt = r->task == EVAL_TASK_VQA ? 5 : 20; /* OpenFlamingo's max_generation_length */
     g->max_new_tokens = r->cli->max_new > 0 ? r->cli->max_new : dflt;
     g->num_beams = (int)r->cli->beams;
     g->length_penalty = r->cli->length_penalty;
-    g->eos_id = tokenizer_special_id(r->tok, "eos_token");
-    g->tok = r->tok;
 }
 
 /* What one query produced. */
@@ -374,7 +327,7 @@ typedef struct query_result {
 } query_result;
 
 static void answer_query(eval_run *r, arena *a, int64_t q, const tensor *prompt, query_result *res) {
-    const decoder *lm = mllm_decoder(r->m);
+    const decoder *lm = mllm_decoder(r->sess.m);
     const eval_item *it = &r->test.items[q];
     if (r->task == EVAL_TASK_HATEFUL) {
         double sum[2];
@@ -455,15 +408,15 @@ static void run_query(eval_run *r, arena *a, int64_t q) {
     char *qt = eval_query_text(r->task, r->tpl, it);
     load_item(r, &items[r->k], it->image, qt, "test", it);
     free(qt);
-    infer_model im = {.m = r->m, .proj = r->has_proj ? &r->proj : NULL, .layer = r->layer};
+    infer_model im = infer_session_model(&r->sess);
     arena_reset(a);
     a->peak = 0;
     double t0 = now_s();
     tensor prompt = infer_build_prompt(&im, a, r->mode, demos, r->k, &items[r->k]);
-    size_t device = device_used_bytes(r->be);
+    size_t device = device_used_bytes(r->sess.be);
     query_result res = {0};
     answer_query(r, a, q, &prompt, &res);
-    r->be->sync();
+    r->sess.be->sync();
     r->st.latency[q] = now_s() - t0;
     r->st.prompt_len[q] = prompt.shape[1];
     r->st.item_score[q] = res.score;
@@ -481,7 +434,7 @@ static void run_query(eval_run *r, arena *a, int64_t q) {
 /* OPT's learned positions end at max_position_embeddings: say so before
  * the first query rather than in the middle of the run. */
 static void check_positions(const eval_run *r, int64_t need) {
-    const decoder *lm = mllm_decoder(r->m);
+    const decoder *lm = mllm_decoder(r->sess.m);
     int64_t limit = lm->cfg.pos_rows - 2; /* OPT: max_position_embeddings (+ 2 offset rows); LLaMA: 0 */
     if (lm->cfg.pos_rows > 0 && need > limit)
         aimc_die("the longest prompt plus the answer needs %lld positions, but %s has %lld (max_position_embeddings); "
@@ -505,9 +458,7 @@ static void run_queries(eval_run *r) {
     gen_setup(r, &g);
     check_positions(r, longest + (r->task == EVAL_TASK_HATEFUL ? extra : g.max_new_tokens));
     arena a;
-    size_t bytes = r->cli->arena_mb > 0 ? (size_t)r->cli->arena_mb << 20
-                                        : infer_arena_bytes(r->m, longest + extra, g.max_new_tokens, g.num_beams);
-    arena_init(&a, r->be, bytes);
+    infer_session_arena(&r->sess, &a, r->cli->arena_mb, longest + extra, g.max_new_tokens, g.num_beams);
     double t0 = now_s();
     for (int64_t q = 0; q < n; q++) run_query(r, &a, q);
     r->st.wall_s = now_s() - t0;
@@ -571,12 +522,12 @@ static void add_run_fields(const eval_run *r, cJSON *o) {
     cJSON_AddStringToObject(o, "retrieval", c->retrieval);
     cJSON_AddStringToObject(o, "model", c->model);
     cJSON_AddStringToObject(o, "backbone", base_name(c->model));
-    cJSON_AddStringToObject(o, "projector", r->has_proj ? r->meta.source : "");
-    cJSON_AddStringToObject(o, "projector_type", r->has_proj ? projector_type_name(r->proj.cfg.type) : "");
-    if (r->mode == INFER_AIM) cJSON_AddNumberToObject(o, "layer", (double)r->layer);
+    cJSON_AddStringToObject(o, "projector", r->sess.has_proj ? r->sess.meta.source : "");
+    cJSON_AddStringToObject(o, "projector_type", r->sess.has_proj ? projector_type_name(r->sess.proj.cfg.type) : "");
+    if (r->mode == INFER_AIM) cJSON_AddNumberToObject(o, "layer", (double)r->sess.layer);
     else cJSON_AddNullToObject(o, "layer"); /* only aim aggregates */
-    cJSON_AddStringToObject(o, "bank", r->bk ? r->bk->path : "");
-    cJSON_AddStringToObject(o, "device", r->be->name);
+    cJSON_AddStringToObject(o, "bank", r->sess.bk ? r->sess.bk->path : "");
+    cJSON_AddStringToObject(o, "device", r->sess.be->name);
     cJSON_AddNumberToObject(o, "beams", (double)c->beams);
     cJSON_AddStringToObject(o, "label", c->label ? c->label : "");
 }
@@ -687,10 +638,7 @@ static void run_free(eval_run *r) {
     free(r->st.latency), free(r->st.prompt_len), free(r->st.item_score), free(r->st.labels);
     if (r->st.cider) cider_free(r->st.cider);
     if (r->out && fclose(r->out)) aimc_die("%s: write error", r->cli->out);
-    if (r->has_proj) projector_free(&r->proj);
-    bank_close(r->bk);
-    if (r->tok) tokenizer_free(r->tok);
-    if (r->m) mllm_free(r->m);
+    infer_session_free(&r->sess);
     eval_set_free(&r->train), eval_set_free(&r->test);
     infer_templates_free(&r->ts);
 }
@@ -706,12 +654,7 @@ static int run_eval(const eval_cli *o) {
         return rc;
     }
     if (r.test.n == 0) aimc_die("the test split is empty");
-    load_model(&r);
-    load_projector(&r);
-    if (r.mode == INFER_AIM && r.k > 0 && !r.has_proj)
-        aimc_die("--mode aim with --shots > 0 needs a trained projector (--projector CKPT or .safetensors)");
-    open_bank(&r);
-    resolve_layer(&r);
+    load_session(&r);
     select_demos(&r);
     setup_stats(&r);
     run_queries(&r);

@@ -35,15 +35,7 @@ typedef struct infer_cli {
 typedef struct infer_run {
     const infer_cli *cli;
     infer_mode mode;
-    const backend *be;
-    mllm *m;
-    tokenizer *tok;
-    preprocess_config pp;
-    projector proj;
-    int has_proj;
-    infer_projector_meta meta;
-    bank *bk;
-    int64_t layer;
+    infer_session sess; /* model, projector, bank, layer */
     int k;
     episode_item *items; /* k demonstrations, then the query */
     infer_demo *demos;
@@ -90,82 +82,41 @@ static int check_cli(const infer_cli *o) {
     if (o->demo_ids && !o->bank) return usage("--demo-ids needs --bank", NULL);
     if (o->max_new < 1) return usage("--max-new-tokens must be at least 1", NULL);
     if (o->beams < 1 || o->beams > 4096) return usage("--beams must be in [1, 4096]", NULL);
-    char *end;
-    if (strcmp(o->layer, "auto") && (strtoll(o->layer, &end, 10), *end || end == o->layer))
-        return usage("--layer must be an integer or auto, not ", o->layer);
+    if (!infer_layer_arg_ok(o->layer)) return usage("--layer must be an integer or auto, not ", o->layer);
     return 0;
 }
 
 /* ---- setup ---------------------------------------------------------------------- */
 
-static void load_model(infer_run *r) {
-    char err[4096];
-    r->be = backend_by_name(r->cli->device);
-    r->m = mllm_load(r->cli->model, r->be, r->be->act_dtype);
-    r->tok = tokenizer_load(r->cli->model, err, sizeof err);
-    if (!r->tok) aimc_die("%s", err);
-    if (preprocess_config_load(&r->pp, r->cli->model, err, sizeof err)) aimc_die("%s", err);
-}
-
-static void load_projector(infer_run *r) {
-    char err[4096];
-    if (!r->cli->projector) return;
-    if (infer_projector_load(&r->proj, r->be, r->cli->projector, &r->meta, err, sizeof err)) aimc_die("%s", err);
-    r->has_proj = 1;
-    int64_t d = mllm_d_model(r->m);
-    if (r->proj.cfg.d_in != d || r->proj.cfg.d_out != d)
-        aimc_die("%s: the projector maps %lld -> %lld, but %s has hidden size %lld", r->meta.source,
-                 (long long)r->proj.cfg.d_in, (long long)r->proj.cfg.d_out, r->cli->model, (long long)d);
-    if (r->meta.backbone_text[0] &&
-        infer_check_backbone(r->meta.backbone_text, r->m, r->meta.source, err, sizeof err))
-        aimc_die("%s", err);
-}
-
-/* --layer, else the projector's recorded layer, else the bank's, else the
- * last; a projector or bank made for another layer is refused. */
-static void resolve_layer(infer_run *r) {
-    const decoder *lm = mllm_decoder(r->m);
-    int64_t layer = -1;
-    if (strcmp(r->cli->layer, "auto")) layer = strtoll(r->cli->layer, NULL, 10);
-    else if (r->has_proj && r->meta.has_layer) layer = r->meta.layer;
-    else if (r->bk) layer = r->bk->layer;
-    r->layer = decoder_hidden_index(lm, layer);
-    if (r->has_proj && r->meta.has_layer && decoder_hidden_index(lm, r->meta.layer) != r->layer)
-        aimc_die("%s was trained on layer %lld, but layer %lld is asked for", r->meta.source,
-                 (long long)decoder_hidden_index(lm, r->meta.layer), (long long)r->layer);
-    char err[4096], text[512];
-    /* icl takes only the bank's texts and image paths: any layer will do */
-    if (r->bk && r->mode == INFER_AIM && bank_check_model(r->bk, bank_backbone_text(r->m, text, sizeof text), r->layer, err, sizeof err))
-        aimc_die("%s", err);
-}
-
-static void open_bank(infer_run *r) {
-    char err[4096];
-    if (!r->cli->bank) return;
-    r->bk = bank_open(r->cli->bank, err, sizeof err);
-    if (!r->bk) aimc_die("%s", err);
+/* The model, the projector and the bank (each when given), then the layer. */
+static void load_session(infer_run *r) {
+    const infer_cli *o = r->cli;
+    infer_session_load_model(&r->sess, o->model, o->device);
+    if (o->projector) infer_session_load_projector(&r->sess, o->projector);
+    if (o->bank) infer_session_open_bank(&r->sess, o->bank);
+    infer_session_resolve_layer(&r->sess, o->layer, r->mode);
 }
 
 /* ---- demonstrations and the query --------------------------------------------------- */
 
 static void load_item(infer_run *r, episode_item *it, const char *image, const char *text, const char *source) {
     char err[4096];
-    if (infer_item_load(it, image, text, r->tok, &r->pp, source, err, sizeof err)) aimc_die("%s", err);
+    if (infer_item_load(it, image, text, r->sess.tok, &r->sess.pp, source, err, sizeof err)) aimc_die("%s", err);
 }
 
 /* One bank entry: its rows (aim) or its stored image path (icl). */
 static void bank_demo(infer_run *r, int i, const char *id) {
-    const bank_entry *e = bank_find(r->bk, id);
+    const bank_entry *e = bank_find(r->sess.bk, id);
     if (!e) aimc_die("%s: no demonstration with id '%s' (%lld in the bank; 'aimc bank info' lists them)",
-                     r->bk->path, id, (long long)r->bk->count);
+                     r->sess.bk->path, id, (long long)r->sess.bk->count);
     char source[512];
-    snprintf(source, sizeof source, "%s:%s", r->bk->path, id);
+    snprintf(source, sizeof source, "%s:%s", r->sess.bk->path, id);
     int need_image = r->mode == INFER_ICL;
     load_item(r, &r->items[i], need_image ? e->image : NULL, e->text, source);
     if (r->items[i].n_tokens != e->n_rows)
         aimc_die("%s: demonstration '%s' has %lld rows, but its text gives %lld tokens with %s's tokenizer",
-                 r->bk->path, id, (long long)e->n_rows, (long long)r->items[i].n_tokens, r->cli->model);
-    r->demos[i].hidden = r->mode == INFER_AIM ? bank_entry_rows(r->bk, e) : NULL;
+                 r->sess.bk->path, id, (long long)e->n_rows, (long long)r->items[i].n_tokens, r->cli->model);
+    r->demos[i].hidden = r->mode == INFER_AIM ? bank_entry_rows(r->sess.bk, e) : NULL;
 }
 
 static int count_ids(const char *list) {
@@ -202,7 +153,7 @@ static void load_items(infer_run *r) {
         }
         r->k = o->n_demos;
     }
-    if (r->mode == INFER_AIM && r->k > 0 && !r->has_proj)
+    if (r->mode == INFER_AIM && r->k > 0 && !r->sess.has_proj)
         aimc_die("--mode aim with demonstrations needs a trained projector (--projector CKPT or .safetensors)");
 }
 
@@ -217,15 +168,13 @@ static void load_query(infer_run *r, const infer_templates *ts) {
 
 static void gen_setup(const infer_run *r, gen_config *g) {
     const infer_cli *o = r->cli;
-    gen_config_default(g);
+    infer_session_gen_config(&r->sess, g);
     g->max_new_tokens = o->max_new;
     g->num_beams = (int)o->beams;
     g->length_penalty = o->length_penalty;
     g->early_stopping = (gen_early_stop)gen_early_stop_parse(o->early);
-    g->eos_id = tokenizer_special_id(r->tok, "eos_token");
     g->stop = o->stop;
     g->n_stop = o->n_stops;
-    g->tok = r->tok;
 }
 
 static double now_s(void) {
@@ -245,25 +194,24 @@ static void print_result(const infer_run *r, const gen_result *g, double seconds
     fprintf(stderr, "aimc infer: mode %s, %d demonstration%s, prompt %lld positions, %lld new tokens (%s), "
                     "%.3f s, arena peak %.1f MiB, kv cache %.1f MiB, device %s\n",
             infer_mode_name(r->mode), r->k, r->k == 1 ? "" : "s", (long long)g->prompt_len, (long long)g->n,
-            gen_stop_name(g->stop), seconds, (double)peak / (1 << 20), (double)g->cache_bytes / (1 << 20), r->be->name);
+            gen_stop_name(g->stop), seconds, (double)peak / (1 << 20), (double)g->cache_bytes / (1 << 20),
+            r->sess.be->name);
 }
 
 static void generate_answer(infer_run *r) {
-    infer_model im = {.m = r->m, .proj = r->has_proj ? &r->proj : NULL, .layer = r->layer};
+    infer_model im = infer_session_model(&r->sess);
     episode_item *query = &r->items[r->k];
-    int64_t len = infer_prompt_len(r->m, r->mode, r->demos, r->k, query);
+    int64_t len = infer_prompt_len(r->sess.m, r->mode, r->demos, r->k, query);
     arena a;
-    size_t bytes = r->cli->arena_mb > 0 ? (size_t)r->cli->arena_mb << 20
-                                        : infer_arena_bytes(r->m, len, r->cli->max_new, (int)r->cli->beams);
-    arena_init(&a, r->be, bytes);
+    infer_session_arena(&r->sess, &a, r->cli->arena_mb, len, r->cli->max_new, (int)r->cli->beams);
     double t0 = now_s();
     tensor prompt = infer_build_prompt(&im, &a, r->mode, r->demos, r->k, query);
     gen_config g;
     gen_setup(r, &g);
     gen_result res;
     char err[1024];
-    if (gen_generate(mllm_decoder(r->m), &a, &prompt, &g, &res, err, sizeof err)) aimc_die("%s", err);
-    r->be->sync();
+    if (gen_generate(mllm_decoder(r->sess.m), &a, &prompt, &g, &res, err, sizeof err)) aimc_die("%s", err);
+    r->sess.be->sync();
     print_result(r, &res, now_s() - t0, a.peak);
     gen_result_free(&res);
     arena_free(&a);
@@ -273,10 +221,7 @@ static void run_free(infer_run *r) {
     for (int i = 0; r->items && i <= r->k; i++) episode_item_free(&r->items[i]);
     free(r->items);
     free(r->demos);
-    if (r->has_proj) projector_free(&r->proj);
-    bank_close(r->bk);
-    tokenizer_free(r->tok);
-    mllm_free(r->m);
+    infer_session_free(&r->sess);
 }
 
 static int run_infer(const infer_cli *o) {
@@ -289,10 +234,7 @@ static int run_infer(const infer_cli *o) {
         return usage("unknown --template ", o->template_name);
     }
     infer_run r = {.cli = o, .mode = (infer_mode)infer_mode_parse(o->mode)};
-    load_model(&r);
-    load_projector(&r);
-    open_bank(&r);
-    resolve_layer(&r);
+    load_session(&r);
     load_items(&r);
     load_query(&r, &ts);
     generate_answer(&r);

@@ -1,7 +1,8 @@
-/* Inference prompts, templates and projector loading (infer.h). */
+/* Inference prompts, templates, projector loading and the commands' session (infer.h). */
 #include "infer.h"
 #include "../kernels/check.h"
 #include "aim.h"
+#include "backend.h"
 #include "bank.h"
 #include "checkpoint.h"
 #include "config.h"
@@ -533,4 +534,81 @@ int infer_projector_load(projector *p, const backend *be, const char *path, infe
         return load_export(p, be, json, path, meta, err, errlen);
     }
     return load_checkpoint(p, be, path, meta, err, errlen);
+}
+
+/* ---- sessions ------------------------------------------------------------------------------------ */
+
+void infer_session_load_model(infer_session *s, const char *model_dir, const char *device) {
+    char err[4096];
+    s->model_dir = model_dir;
+    s->be = backend_by_name(device);
+    s->m = mllm_load(model_dir, s->be, s->be->act_dtype);
+    s->tok = tokenizer_load(model_dir, err, sizeof err);
+    if (!s->tok) aimc_die("%s", err);
+    if (preprocess_config_load(&s->pp, model_dir, err, sizeof err)) aimc_die("%s", err);
+}
+
+void infer_session_load_projector(infer_session *s, const char *path) {
+    char err[4096];
+    if (infer_projector_load(&s->proj, s->be, path, &s->meta, err, sizeof err)) aimc_die("%s", err);
+    s->has_proj = 1;
+    int64_t d = mllm_d_model(s->m);
+    if (s->proj.cfg.d_in != d || s->proj.cfg.d_out != d)
+        aimc_die("%s: the projector maps %lld -> %lld, but %s has hidden size %lld", s->meta.source,
+                 (long long)s->proj.cfg.d_in, (long long)s->proj.cfg.d_out, s->model_dir, (long long)d);
+    if (s->meta.backbone_text[0] && infer_check_backbone(s->meta.backbone_text, s->m, s->meta.source, err, sizeof err))
+        aimc_die("%s", err);
+}
+
+void infer_session_open_bank(infer_session *s, const char *path) {
+    char err[4096];
+    s->bk = bank_open(path, err, sizeof err);
+    if (!s->bk) aimc_die("%s", err);
+}
+
+int infer_layer_arg_ok(const char *arg) {
+    if (!strcmp(arg, "auto")) return 1;
+    char *end;
+    strtoll(arg, &end, 10); /* out of range is left to decoder_hidden_index's message */
+    return end != arg && !*end;
+}
+
+void infer_session_resolve_layer(infer_session *s, const char *layer_arg, infer_mode mode) {
+    const decoder *lm = mllm_decoder(s->m);
+    int64_t layer = -1;
+    if (strcmp(layer_arg, "auto")) layer = strtoll(layer_arg, NULL, 10);
+    else if (s->has_proj && s->meta.has_layer) layer = s->meta.layer;
+    else if (s->bk) layer = s->bk->layer;
+    s->layer = decoder_hidden_index(lm, layer);
+    if (s->has_proj && s->meta.has_layer && decoder_hidden_index(lm, s->meta.layer) != s->layer)
+        aimc_die("%s was trained on layer %lld, but layer %lld is asked for", s->meta.source,
+                 (long long)decoder_hidden_index(lm, s->meta.layer), (long long)s->layer);
+    char err[4096], text[512];
+    if (s->bk && mode == INFER_AIM &&
+        bank_check_model(s->bk, bank_backbone_text(s->m, text, sizeof text), s->layer, err, sizeof err))
+        aimc_die("%s", err);
+}
+
+infer_model infer_session_model(infer_session *s) {
+    return (infer_model){.m = s->m, .proj = s->has_proj ? &s->proj : NULL, .layer = s->layer};
+}
+
+void infer_session_gen_config(const infer_session *s, gen_config *g) {
+    gen_config_default(g);
+    g->eos_id = tokenizer_special_id(s->tok, "eos_token");
+    g->tok = s->tok;
+}
+
+void infer_session_arena(const infer_session *s, arena *a, int64_t arena_mb, int64_t prompt_len, int64_t max_new,
+                         int num_beams) {
+    size_t bytes = arena_mb > 0 ? (size_t)arena_mb << 20 : infer_arena_bytes(s->m, prompt_len, max_new, num_beams);
+    arena_init(a, s->be, bytes);
+}
+
+void infer_session_free(infer_session *s) {
+    if (s->has_proj) projector_free(&s->proj);
+    bank_close(s->bk);
+    tokenizer_free(s->tok);
+    mllm_free(s->m);
+    memset(s, 0, sizeof *s);
 }

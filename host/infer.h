@@ -1,6 +1,7 @@
 /* Inference prompts: AIM (fused demonstrations), ordinary multimodal
  * in-context learning and zero-shot, as input embeddings for
- * host/generate.h; prompt templates; loading a trained projector.
+ * host/generate.h; prompt templates; loading a trained projector; the
+ * setup aimc infer and aimc eval share (infer_session).
  *
  * Layouts (docs/aim-step.md's pieces; unit(x) is one image + text in the
  * model's native order without the sequence-start BOS: LLaVA [IMG(x)][E(x)],
@@ -29,9 +30,11 @@
 #define AIMC_INFER_H
 #include "../data/episode.h"
 #include "arena.h"
+#include "generate.h"
 #include "projector.h"
 
 struct mllm;
+struct bank;
 
 typedef enum { INFER_AIM, INFER_ICL, INFER_ZERO_SHOT } infer_mode;
 /* "aim", "icl", "zero-shot" (also "zero_shot", "zeroshot"); -1 if unknown. */
@@ -125,4 +128,52 @@ int infer_projector_load(projector *p, const backend *be, const char *path, infe
  * compared). 0, or -1 with one line naming the word and both values. */
 int infer_check_backbone(const char *recorded, const struct mllm *m, const char *what, char *err,
                          size_t errlen);
+
+/* ---- sessions --------------------------------------------------------------------------- */
+
+/* What aimc infer and aimc eval load before they answer queries: the frozen
+ * model with its tokenizer and image preprocessing, an optional trained
+ * projector and demonstration bank, and the aggregation layer. Start from
+ * {0} and fill it in this order: load_model, then (optionally)
+ * load_projector and open_bank, then resolve_layer. Each step dies with one
+ * line on failure (these are the commands' setup, not a library API). */
+typedef struct infer_session {
+    const char *model_dir; /* as given (named in messages) */
+    const backend *be;
+    struct mllm *m;
+    tokenizer *tok;
+    preprocess_config pp;
+    projector proj; /* valid when has_proj */
+    int has_proj;
+    infer_projector_meta meta;
+    struct bank *bk; /* NULL: no bank */
+    int64_t layer;   /* hidden_states index, >= 0 after resolve_layer */
+} infer_session;
+
+/* Backend by name ("cpu", "cuda"), the model in its act dtype, its
+ * tokenizer and preprocessor config. */
+void infer_session_load_model(infer_session *s, const char *model_dir, const char *device);
+/* A trained projector (infer_projector_load's formats), refused unless it
+ * maps the model's hidden size to itself and its recorded backbone, if any,
+ * matches the model. */
+void infer_session_load_projector(infer_session *s, const char *path);
+void infer_session_open_bank(infer_session *s, const char *path);
+/* 1 when a --layer value is "auto" or an integer. */
+int infer_layer_arg_ok(const char *arg);
+/* The aggregation layer: layer_arg unless "auto", else the projector's
+ * recorded layer, else the bank's, else the last; a projector trained on
+ * another layer is refused, and in aim mode so is a bank made for another
+ * backbone or layer (icl takes only its texts and image paths). */
+void infer_session_resolve_layer(infer_session *s, const char *layer_arg, infer_mode mode);
+/* The model, projector (NULL without one) and layer for infer_build_prompt. */
+infer_model infer_session_model(infer_session *s);
+/* gen_config_default with the model's EOS token and its tokenizer (for
+ * stop strings); the command sets the search options. */
+void infer_session_gen_config(const infer_session *s, gen_config *g);
+/* Initialises a on the session's backend: arena_mb MiB when > 0 (the
+ * commands' --arena-mb), else infer_arena_bytes for these sizes. */
+void infer_session_arena(const infer_session *s, arena *a, int64_t arena_mb, int64_t prompt_len, int64_t max_new,
+                         int num_beams);
+/* Frees what was loaded (any prefix of the steps above). */
+void infer_session_free(infer_session *s);
 #endif
