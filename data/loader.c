@@ -6,11 +6,13 @@
  * reader's order whatever the threads do. */
 #include "loader.h"
 #include "../kernels/check.h"
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ---- PRNG ------------------------------------------------------------- */
 
@@ -87,6 +89,7 @@ typedef struct slot {
 struct loader {
     loader_config cfg; /* shards = NULL: see paths */
     char **paths;      /* the rank's shards */
+    char *images;      /* cfg.mmc4_images, copied */
     int64_t n_paths;
     episode_config ecfg; /* cfg.episode with the format resolved */
     episode_ctx ctx;
@@ -208,22 +211,17 @@ static void warn_unreadable(loader *l, int64_t shard, const char *msg) {
 static shard_reader *open_at(loader *l, reader_state *rs, item_delta *pending) {
     int64_t shard = rs->order[rs->pos];
     char msg[512];
-    shard_reader *r = shard_open(l->paths[shard], l->cfg.limits.max_member_bytes ? &l->cfg.limits : NULL, msg, sizeof msg);
+    shard_reader *r = shard_open_mmc4(l->paths[shard], &l->cfg.limits, l->cfg.mmc4_images, msg, sizeof msg);
     if (!r) {
         warn_unreadable(l, shard, msg);
         skip_count(&pending->skips, SKIP_SHARD_UNREADABLE);
         pending->shards_done++;
         return NULL;
     }
-    for (int64_t i = 0; i < rs->taken; i++) {
-        shard_sample s;
-        skip_counts ignored = {0}; /* counted before the cursor was saved */
-        if (!shard_next(r, &s, &ignored)) {
-            shard_close(r);
-            pending->shards_done++;
-            return NULL;
-        }
-        shard_sample_free(&s);
+    if (shard_skip(r, rs->taken) < rs->taken) { /* skips on the way were counted before the cursor was saved */
+        shard_close(r);
+        pending->shards_done++;
+        return NULL;
     }
     return r;
 }
@@ -491,6 +489,23 @@ static uint64_t config_hash(const loader *l) {
     return fnv1a(h, &shuf, sizeof shuf);
 }
 
+/* Raw MMC4 .jsonl files need their image folder, and it must be one. */
+static int check_image_folder(const loader_config *c, char *err, size_t errlen) {
+    const char *dir = c->mmc4_images;
+    struct stat st;
+    if (dir && stat(dir, &st))
+        return aimc_set_err(err, errlen, "loader: the MMC4 image folder '%s': %s", dir, strerror(errno));
+    if (dir && !S_ISDIR(st.st_mode))
+        return aimc_set_err(err, errlen, "loader: the MMC4 image folder '%s' is not a folder", dir);
+    for (int64_t i = 0; !dir && i < c->n_shards; i++)
+        if (shard_is_jsonl(c->shards[i]))
+            return aimc_set_err(err, errlen,
+                                "loader: %s is a raw MMC4 .jsonl file: give the folder of its images "
+                                "(mmc4_images, --mmc4-images DIR)",
+                                c->shards[i]);
+    return 0;
+}
+
 static int check_config(const loader_config *c, char *err, size_t errlen) {
     if (!c->tok || !c->pp) return aimc_set_err(err, errlen, "loader: a tokenizer and a preprocess config are required");
     if (c->world < 1 || c->rank < 0 || c->rank >= c->world)
@@ -507,6 +522,7 @@ static int check_config(const loader_config *c, char *err, size_t errlen) {
                             (long long)c->shuffle_block);
     if (c->queue_depth < 0 || c->max_epochs < 0)
         return aimc_set_err(err, errlen, "loader: queue_depth and max_epochs must not be negative");
+    if (check_image_folder(c, err, errlen)) return -1;
     episode_ctx ctx = {&c->episode, c->tok, c->pp};
     return episode_ctx_check(&ctx, err, errlen);
 }
@@ -586,6 +602,7 @@ static void start_threads(loader *l) {
 static int init_loader(loader *l, const loader_config *cfg, const loader_cursor *resume, char *err, size_t errlen) {
     l->cfg = *cfg;
     l->cfg.shards = NULL;
+    if (cfg->mmc4_images) l->cfg.mmc4_images = l->images = aimc_strdup(cfg->mmc4_images);
     if (copy_rank_paths(l, cfg)) return aimc_set_err(err, errlen, "loader: out of memory");
     l->ecfg = cfg->episode;
     l->ctx = (episode_ctx){&l->ecfg, cfg->tok, cfg->pp};
@@ -637,6 +654,7 @@ void loader_close(loader *l) {
     for (int64_t i = 0; l->paths && i < l->n_paths; i++) free(l->paths[i]);
     free(l->paths);
     free(l->warned);
+    free(l->images);
     free(l->ring);
     free(l->pending);
     free(l->workers);

@@ -1,7 +1,8 @@
-/* The training data loader: tar shards -> AIM episodes, decoded ahead by
- * worker threads, in an order that depends only on (shards, seed, config),
- * never on the number of threads or their timing, and that can be resumed
- * exactly from a saved cursor.
+/* The training data loader: tar shards (or raw MMC4 .jsonl files, which
+ * data/shard.h reads as shards of one document per line) -> AIM episodes,
+ * decoded ahead by worker threads, in an order that depends only on
+ * (shards, seed, config), never on the number of threads or their timing,
+ * and that can be resumed exactly from a saved cursor.
  *
  * Order of samples for rank r of W:
  *   - the rank's shards are shards[r], shards[r + W], ... (r::W); at least one
@@ -27,9 +28,11 @@
  * speed, so resuming with another count is fine. Workers do not own shards,
  * so no worker can idle for want of one: a rank needs one shard, not one
  * per worker. The reader does the tar reading on one core (JSON, base64,
- * image decoding and tokenizing all happen in the workers). Memory: the
- * reader holds one block of raw samples, the ring queue_depth samples or
- * episodes. Every rank's stream is endless unless max_epochs is set, so
+ * image decoding and tokenizing all happen in the workers); for a .jsonl
+ * file it also parses each line once for its image names and reads the
+ * image files (a resume passes over the lines already taken without
+ * reading images: shard_skip). Memory: the reader holds one block of raw
+ * samples, the ring queue_depth samples or episodes. Every rank's stream is endless unless max_epochs is set, so
  * ranks with different shard sizes still take the same number of steps.
  *
  * Bad data: each skipped sample is counted by reason (data/shard.h) as it
@@ -66,6 +69,8 @@ typedef struct loader_config {
     int64_t max_epochs;     /* 0 = forever */
     int quiet;              /* 1: no stderr line for unreadable shards */
     shard_limits limits;    /* zero = data/shard.h defaults */
+    const char *mmc4_images; /* the image folder of raw MMC4 .jsonl shards (copied); required
+                                when a shard is a .jsonl file */
     episode_config episode;
     const tokenizer *tok;             /* borrowed, must outlive the loader */
     const preprocess_config *pp;      /* borrowed, must outlive the loader */

@@ -1,182 +1,21 @@
-/* Tar shards read as samples (see shard.h): a byte stream over a plain,
- * gzip or zstd file; a tar member reader on top of it (ustar, PAX, GNU long
- * names, base-256 sizes, checksum validation, resynchronisation after a
- * damaged header); samples = runs of consecutive members sharing a key. */
+/* Tar shards read as samples (see shard.h): a tar member reader over the
+ * byte stream of data/byte_stream.h (ustar, PAX, GNU long names, base-256
+ * sizes, checksum validation, resynchronisation after a damaged header);
+ * samples = runs of consecutive members sharing a key. Raw MMC4 .jsonl files
+ * are handed to data/shard_jsonl.c behind the same interface. */
 #include "shard.h"
+#include "byte_stream.h"
+#include "shard_jsonl.h"
 #include "../kernels/check.h"
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <zlib.h>
-#include <zstd.h>
 
 #define TAR_BLOCK 512
-#define STREAM_INPUT_BYTES (256 * 1024)
-#define SKIP_CHUNK_BYTES (64 * 1024)
 #define MAX_PAX_BYTES (1 << 20)      /* a PAX record block larger than this is damage */
 #define MAX_LONGNAME_BYTES (1 << 16) /* same for a GNU long name */
 #define DEFAULT_MAX_MEMBER_BYTES ((size_t)64 << 20)
 #define DEFAULT_MAX_MEMBERS 256
-
-/* ------------------------------------------------------------------------
- * Byte stream: plain file, gzip (zlib, possibly several members) or zstd
- * (possibly several frames). Corrupt compressed data ends the stream early,
- * which the tar layer sees as truncation. */
-
-typedef enum { CODEC_PLAIN, CODEC_GZIP, CODEC_ZSTD } stream_codec;
-
-typedef struct byte_stream {
-    FILE *f;
-    stream_codec codec;
-    int64_t file_size, file_pos; /* plain files: bounds for seeking over data */
-    uint8_t *in;
-    size_t in_pos, in_len;
-    int in_eof, failed;
-    z_stream z;
-    ZSTD_DStream *zs;
-} byte_stream;
-
-static void stream_refill(byte_stream *bs) {
-    if (bs->in_pos < bs->in_len || bs->in_eof) return;
-    bs->in_len = fread(bs->in, 1, STREAM_INPUT_BYTES, bs->f);
-    bs->in_pos = 0;
-    if (bs->in_len == 0) bs->in_eof = 1;
-}
-
-/* One gzip decoding step into dst[*got..n). Returns -1 on corrupt data. */
-static int gzip_step(byte_stream *bs, uint8_t *dst, size_t n, size_t *got) {
-    size_t want = n - *got;
-    bs->z.next_in = bs->in + bs->in_pos;
-    bs->z.avail_in = (uInt)(bs->in_len - bs->in_pos);
-    bs->z.next_out = dst + *got;
-    bs->z.avail_out = want > (1u << 30) ? (1u << 30) : (uInt)want;
-    uInt out_before = bs->z.avail_out;
-    int rc = inflate(&bs->z, Z_NO_FLUSH);
-    bs->in_pos = bs->in_len - bs->z.avail_in;
-    *got += out_before - bs->z.avail_out;
-    if (rc == Z_STREAM_END) return inflateReset(&bs->z) == Z_OK ? 0 : -1; /* another member may follow */
-    return rc == Z_OK || rc == Z_BUF_ERROR ? 0 : -1;
-}
-
-static int zstd_step(byte_stream *bs, uint8_t *dst, size_t n, size_t *got) {
-    ZSTD_inBuffer ib = {bs->in, bs->in_len, bs->in_pos};
-    ZSTD_outBuffer ob = {dst, n, *got};
-    size_t rc = ZSTD_decompressStream(bs->zs, &ob, &ib);
-    bs->in_pos = ib.pos;
-    *got = ob.pos;
-    return ZSTD_isError(rc) ? -1 : 0;
-}
-
-/* Reads up to n bytes; fewer only at the end of the data or on damage. */
-static size_t stream_read(byte_stream *bs, uint8_t *dst, size_t n) {
-    if (bs->codec == CODEC_PLAIN) {
-        size_t got = fread(dst, 1, n, bs->f);
-        bs->file_pos += (int64_t)got;
-        return got;
-    }
-    size_t got = 0;
-    while (got < n && !bs->failed) {
-        stream_refill(bs);
-        size_t in_before = bs->in_pos, out_before = got;
-        int rc = bs->codec == CODEC_GZIP ? gzip_step(bs, dst, n, &got) : zstd_step(bs, dst, n, &got);
-        int stuck = got == out_before && bs->in_pos == in_before;
-        if (rc || (stuck && bs->in_pos < bs->in_len)) bs->failed = 1; /* a decoder that cannot move is damage */
-        else if (stuck && bs->in_eof) break;                          /* nothing left */
-    }
-    return got;
-}
-
-/* Skips n bytes; returns 0, or -1 when the data ends first. */
-static int stream_skip(byte_stream *bs, uint64_t n) {
-    if (bs->codec == CODEC_PLAIN) {
-        if (n > (uint64_t)(bs->file_size - bs->file_pos)) {
-            fseeko(bs->f, 0, SEEK_END);
-            bs->file_pos = bs->file_size;
-            return -1;
-        }
-        if (fseeko(bs->f, (off_t)n, SEEK_CUR)) return -1;
-        bs->file_pos += (int64_t)n;
-        return 0;
-    }
-    uint8_t scratch[SKIP_CHUNK_BYTES];
-    while (n > 0) {
-        size_t want = n < sizeof scratch ? (size_t)n : sizeof scratch;
-        if (stream_read(bs, scratch, want) != want) return -1;
-        n -= want;
-    }
-    return 0;
-}
-
-static void stream_close(byte_stream *bs) {
-    if (bs->codec == CODEC_GZIP) inflateEnd(&bs->z);
-    if (bs->zs) ZSTD_freeDStream(bs->zs);
-    if (bs->f) fclose(bs->f);
-    free(bs->in);
-    memset(bs, 0, sizeof *bs);
-}
-
-/* Picks the codec from the first bytes; -1 with a message for formats aimc
- * does not read. */
-static int stream_detect(byte_stream *bs, const char *path, char *err, size_t errlen) {
-    static const uint8_t gz[2] = {0x1f, 0x8b}, zst[4] = {0x28, 0xb5, 0x2f, 0xfd};
-    static const uint8_t xz[6] = {0xfd, '7', 'z', 'X', 'Z', 0};
-    const uint8_t *p = bs->in;
-    size_t n = bs->in_len;
-    bs->codec = CODEC_PLAIN;
-    if (n >= 2 && !memcmp(p, gz, 2)) bs->codec = CODEC_GZIP;
-    else if (n >= 4 && !memcmp(p, zst, 4)) bs->codec = CODEC_ZSTD;
-    else if ((n >= 6 && !memcmp(p, xz, 6)) || (n >= 3 && !memcmp(p, "BZh", 3))) {
-        aimc_set_err(err, errlen, "%s: %s-compressed, which aimc does not read (recompress with gzip or zstd)", path,
-                     p[0] == 'B' ? "bzip2" : "xz");
-        return -1;
-    }
-    return 0;
-}
-
-static int stream_init_codec(byte_stream *bs, const char *path, char *err, size_t errlen) {
-    if (bs->codec == CODEC_GZIP && inflateInit2(&bs->z, 15 + 32) != Z_OK) { /* 15+32: gzip or zlib header */
-        bs->codec = CODEC_PLAIN;
-        aimc_set_err(err, errlen, "%s: cannot start the gzip decoder", path);
-        return -1;
-    }
-    if (bs->codec == CODEC_ZSTD && (!(bs->zs = ZSTD_createDStream()) || ZSTD_isError(ZSTD_initDStream(bs->zs)))) {
-        aimc_set_err(err, errlen, "%s: cannot start the zstd decoder", path);
-        return -1;
-    }
-    return 0;
-}
-
-static int stream_open(byte_stream *bs, const char *path, char *err, size_t errlen) {
-    struct stat st;
-    memset(bs, 0, sizeof *bs);
-    if (!(bs->f = fopen(path, "rb"))) {
-        aimc_set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
-    if (fstat(fileno(bs->f), &st) || S_ISDIR(st.st_mode)) {
-        aimc_set_err(err, errlen, "%s: %s", path,
-                     S_ISDIR(st.st_mode) ? "is a directory, not a shard" : strerror(errno));
-        return -1;
-    }
-    bs->file_size = (int64_t)st.st_size;
-    if (!(bs->in = malloc(STREAM_INPUT_BYTES))) {
-        aimc_set_err(err, errlen, "%s: out of memory", path);
-        return -1;
-    }
-    stream_refill(bs);
-    if (bs->in_len == 0) {
-        aimc_set_err(err, errlen, "%s: empty file (0 bytes), not a tar shard", path);
-        return -1;
-    }
-    if (stream_detect(bs, path, err, errlen)) return -1;
-    if (bs->codec == CODEC_PLAIN) { /* read plain files straight from the FILE */
-        fseeko(bs->f, 0, SEEK_SET);
-        bs->in_pos = bs->in_len = 0;
-    }
-    return stream_init_codec(bs, path, err, errlen);
-}
 
 /* ------------------------------------------------------------------------
  * Tar headers. */
@@ -326,6 +165,7 @@ typedef struct tar_member {
 typedef enum { MEMBER_OK, MEMBER_END, MEMBER_TRUNCATED } member_status;
 
 struct shard_reader {
+    jsonl_reader *jsonl; /* a raw MMC4 .jsonl file: everything below is unused */
     byte_stream s;
     shard_limits lim;
     uint8_t first_block[TAR_BLOCK];
@@ -532,12 +372,22 @@ static int check_first_block(shard_reader *r, const char *path, char *err, size_
 }
 
 shard_reader *shard_open(const char *path, const shard_limits *limits, char *err, size_t errlen) {
+    return shard_open_mmc4(path, limits, NULL, err, errlen);
+}
+
+shard_reader *shard_open_mmc4(const char *path, const shard_limits *limits, const char *mmc4_images, char *err,
+                              size_t errlen) {
     shard_reader *r = calloc(1, sizeof *r);
     if (!r) {
         aimc_set_err(err, errlen, "%s: out of memory", path);
         return NULL;
     }
     r->lim = resolve_limits(limits);
+    if (shard_is_jsonl(path)) {
+        if ((r->jsonl = jsonl_open(path, &r->lim, mmc4_images, err, errlen))) return r;
+        free(r);
+        return NULL;
+    }
     if (stream_open(&r->s, path, err, errlen) || check_first_block(r, path, err, errlen)) {
         shard_close(r);
         return NULL;
@@ -545,8 +395,19 @@ shard_reader *shard_open(const char *path, const shard_limits *limits, char *err
     return r;
 }
 
+int shard_is_jsonl(const char *path) {
+    static const char *const suffixes[] = {".jsonl", ".jsonl.gz", ".jsonl.zst"};
+    size_t n = strlen(path);
+    for (int i = 0; i < 3; i++) {
+        size_t k = strlen(suffixes[i]);
+        if (n > k && !strcmp(path + n - k, suffixes[i])) return 1;
+    }
+    return 0;
+}
+
 void shard_close(shard_reader *r) {
     if (!r) return;
+    jsonl_close(r->jsonl);
     stream_close(&r->s);
     pax_clear(&r->global);
     forget_member_headers(r);
@@ -623,6 +484,7 @@ static int gather_group(shard_reader *r, shard_sample *s, int *overflow, skip_co
 }
 
 int shard_next(shard_reader *r, shard_sample *s, skip_counts *skips) {
+    if (r->jsonl) return jsonl_next(r->jsonl, s, skips);
     memset(s, 0, sizeof *s);
     for (;;) {
         int overflow = 0;
@@ -637,4 +499,16 @@ int shard_next(shard_reader *r, shard_sample *s, skip_counts *skips) {
         skip_count(skips, SKIP_MEMBER_TOO_LARGE);
         shard_sample_free(s);
     }
+}
+
+int64_t shard_skip(shard_reader *r, int64_t n) {
+    if (r->jsonl) return jsonl_skip(r->jsonl, n);
+    int64_t done = 0;
+    shard_sample s;
+    skip_counts ignored = {0};
+    while (done < n && shard_next(r, &s, &ignored)) {
+        shard_sample_free(&s);
+        done++;
+    }
+    return done;
 }

@@ -14,6 +14,7 @@ static const char *const skip_names[SKIP_REASON_COUNT] = {
     [SKIP_MISSING_MEMBER] = "missing_member",
     [SKIP_TOO_FEW_PAIRS] = "too_few_pairs",
     [SKIP_NO_TARGET] = "no_target",
+    [SKIP_MISSING_IMAGE] = "missing_image",
 };
 
 const char *skip_reason_name(skip_reason r) {

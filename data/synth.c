@@ -22,6 +22,7 @@ const char *const synth_shape_names[SYNTH_NSHAPES] = {"circle", "square", "trian
 int synth_parse_layout(const char *name, synth_layout *out) {
     if (!strcmp(name, "laion")) *out = SYNTH_LAION;
     else if (!strcmp(name, "mmc4")) *out = SYNTH_MMC4;
+    else if (!strcmp(name, "mmc4-jsonl")) *out = SYNTH_MMC4_JSONL;
     else return -1;
     return 0;
 }

@@ -15,6 +15,9 @@
  *    could_have_url_duplicate}; each image's sentence describes it, other
  *    sentences are filler; matched similarities mostly 0.25-0.35, some
  *    below 0.24 (weak matches); shards "%09d.tar".
+ *  - MMC4_JSONL, the raw MMC4 layout: the same documents (same seed, same
+ *    documents and image bytes as MMC4) one per line in "%09d.jsonl", with
+ *    no image_base64: each image is the file images/<image_name> beside them.
  * Output is identical for identical options (seeded; each shard seeded by
  * its index, so shards can be written independently). */
 #ifndef AIMC_SYNTH_H
@@ -24,7 +27,7 @@
 
 #define SYNTH_MAX_DOC_IMAGES 16
 
-typedef enum { SYNTH_LAION, SYNTH_MMC4 } synth_layout;
+typedef enum { SYNTH_LAION, SYNTH_MMC4, SYNTH_MMC4_JSONL } synth_layout;
 typedef enum { SYNTH_COMPRESS_NONE, SYNTH_COMPRESS_GZIP, SYNTH_COMPRESS_ZSTD } synth_compress;
 typedef enum { SYNTH_IMG_WEBP, SYNTH_IMG_JPEG, SYNTH_IMG_PNG, SYNTH_IMG_MIXED } synth_image_format;
 
@@ -40,7 +43,7 @@ typedef struct synth_options {
 } synth_options;
 
 /* Parsers for the command line: 0, or -1 when the name is unknown. */
-int synth_parse_layout(const char *name, synth_layout *out);          /* laion | mmc4 */
+int synth_parse_layout(const char *name, synth_layout *out);          /* laion | mmc4 | mmc4-jsonl */
 int synth_parse_compress(const char *name, synth_compress *out);      /* none | gzip | zstd */
 int synth_parse_image_format(const char *name, synth_image_format *out); /* webp | jpeg | png | mixed */
 
@@ -71,9 +74,10 @@ int synth_encode(const uint8_t *rgb, int64_t w, int64_t h, synth_image_format f,
                  char *err, size_t errlen);
 const char *synth_image_ext(synth_image_format f); /* "webp", "jpg", "png" */
 
-/* Writes every shard into dir (created if missing). Returns the number of
- * files written, or -1 with a message. Paths of the shards are
- * dir/NAME where NAME is synth_shard_name(o, i). */
+/* Writes every shard into dir (created if missing; MMC4_JSONL also
+ * dir/images). Returns the number of shard files written, or -1 with a
+ * message. Paths of the shards are dir/NAME where NAME is
+ * synth_shard_name(o, i). */
 int64_t synth_write(const synth_options *o, const char *dir, char *err, size_t errlen);
 void synth_shard_name(const synth_options *o, int64_t shard, char *buf, size_t n);
 #endif

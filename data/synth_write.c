@@ -1,6 +1,7 @@
 /* Writing synthetic shards (see synth.h): a compressed output sink, a tar
  * writer that lays members out as Python's tarfile does in PAX format, and
- * the LAION and MMC4 sample layouts. */
+ * the LAION and MMC4 sample layouts, and the raw MMC4 layout (.jsonl lines
+ * + an image folder). */
 #include "base64.h"
 #include "synth.h"
 #include "../kernels/check.h"
@@ -165,6 +166,7 @@ typedef struct shard_ctx {
     uint64_t rng;
     int64_t shard;
     int key_digits; /* digits for the index within the shard */
+    const char *image_dir; /* MMC4_JSONL: where image files go */
     char err[256];
 } shard_ctx;
 
@@ -321,7 +323,7 @@ static cJSON *mmc4_image_info(shard_ctx *c, const mmc4_doc *d, int i, const char
     cJSON_AddNumberToObject(info, "matched_text_index", d->image_sentence[i]);
     cJSON_AddNumberToObject(info, "matched_sim", d->sim[i][d->image_sentence[i]]);
     cJSON_AddNullToObject(info, "face_detections");
-    cJSON_AddStringToObject(info, "image_base64", b64);
+    if (b64) cJSON_AddStringToObject(info, "image_base64", b64);
     return info;
 }
 
@@ -342,22 +344,51 @@ static cJSON *mmc4_json(const mmc4_doc *d, const char *key, cJSON *infos) {
     return j;
 }
 
-/* Encodes image i of the document and appends its image_info entry. */
+/* The raw layout's image file image_dir/<image_name>. */
+static int write_image_file(shard_ctx *c, const cJSON *info, const uint8_t *img, size_t n) {
+    char path[4096 + 80];
+    snprintf(path, sizeof path, "%s/%s", c->image_dir, cJSON_GetObjectItem(info, "image_name")->valuestring);
+    FILE *f = fopen(path, "wb");
+    int ok = f && fwrite(img, 1, n, f) == n;
+    if (f && fclose(f)) ok = 0;
+    if (!ok) aimc_set_err(c->err, sizeof c->err, "cannot write %s: %s", path, strerror(errno));
+    return ok ? 0 : -1;
+}
+
+/* Encodes image i of the document and appends its image_info entry (with
+ * image_base64, or for the raw layout with the image written as a file; the
+ * generator advances the same way in both, so both hold the same documents). */
 static int mmc4_add_image(shard_ctx *c, const mmc4_doc *d, int i, const synth_scene *scene, cJSON *infos) {
     uint8_t *img;
     size_t n;
     int64_t w, h;
     synth_image_format f = pick_format(c);
     if (make_image(c, scene, f, &img, &n, &w, &h)) return -1;
-    char *b64 = base64_encode(img, n, NULL);
-    free(img);
-    if (!b64) {
+    char *b64 = c->image_dir ? NULL : base64_encode(img, n, NULL);
+    if (!c->image_dir && !b64) {
+        free(img);
         aimc_set_err(c->err, sizeof c->err, "out of memory encoding base64");
         return -1;
     }
-    cJSON_AddItemToArray(infos, mmc4_image_info(c, d, i, synth_image_ext(f), b64));
+    cJSON *info = mmc4_image_info(c, d, i, synth_image_ext(f), b64);
+    cJSON_AddItemToArray(infos, info);
+    int rc = c->image_dir ? write_image_file(c, info, img, n) : 0;
+    free(img);
     free(b64);
-    return 0;
+    return rc;
+}
+
+/* The raw layout: the document as one line. */
+static void write_json_line(shard_ctx *c, cJSON *j) {
+    char *text = cJSON_PrintUnformatted(j);
+    if (!text) {
+        aimc_set_err(c->err, sizeof c->err, "out of memory printing JSON");
+        c->sink.failed = 1;
+        return;
+    }
+    sink_write(&c->sink, text, strlen(text));
+    sink_write(&c->sink, "\n", 1);
+    free(text);
 }
 
 static int mmc4_document(shard_ctx *c, int64_t doc) {
@@ -379,7 +410,8 @@ static int mmc4_document(shard_ctx *c, int64_t doc) {
     make_key(c, doc, key, sizeof key);
     snprintf(name, sizeof name, "%s.json", key);
     cJSON *j = mmc4_json(d, key, infos);
-    if (!rc) write_json_member(c, name, j, member_mtime(c, doc));
+    if (!rc && c->image_dir) write_json_line(c, j);
+    else if (!rc) write_json_member(c, name, j, member_mtime(c, doc));
     cJSON_Delete(j);
     free(d);
     return rc || c->sink.failed ? -1 : 0;
@@ -390,6 +422,7 @@ static int mmc4_document(shard_ctx *c, int64_t doc) {
 void synth_shard_name(const synth_options *o, int64_t shard, char *buf, size_t n) {
     const char *suffix = o->compress == SYNTH_COMPRESS_GZIP ? ".gz" : o->compress == SYNTH_COMPRESS_ZSTD ? ".zst" : "";
     if (o->layout == SYNTH_MMC4) snprintf(buf, n, "%09lld.tar%s", (long long)shard, suffix);
+    else if (o->layout == SYNTH_MMC4_JSONL) snprintf(buf, n, "%09lld.jsonl%s", (long long)shard, suffix);
     else snprintf(buf, n, "%05lld.tar%s", (long long)shard, suffix);
 }
 
@@ -400,16 +433,17 @@ static int digits_for(int64_t n) {
 }
 
 /* Writes one shard to path.tmp, then renames it into place. */
-static int write_shard(const synth_options *o, int64_t shard, const char *path, char *err, size_t errlen) {
+static int write_shard(const synth_options *o, int64_t shard, const char *path, const char *image_dir, char *err,
+                       size_t errlen) {
     char tmp[4096 + 8];
-    shard_ctx c = {.o = o, .shard = shard, .key_digits = digits_for(o->docs)};
+    shard_ctx c = {.o = o, .shard = shard, .key_digits = digits_for(o->docs), .image_dir = image_dir};
     c.rng = o->seed * 0x9e3779b97f4a7c15ull + (uint64_t)shard * 0xd1b54a32d192ed03ull + 1;
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int rc = sink_open(&c.sink, tmp, o->compress);
     if (rc) aimc_set_err(c.err, sizeof c.err, "cannot write: %s", strerror(errno));
     for (int64_t d = 0; d < o->docs && !rc; d++)
-        rc = o->layout == SYNTH_MMC4 ? mmc4_document(&c, d) : laion_sample(&c, d);
-    if (!rc) tar_finish(&c.sink);
+        rc = o->layout == SYNTH_LAION ? laion_sample(&c, d) : mmc4_document(&c, d);
+    if (!rc && o->layout != SYNTH_MMC4_JSONL) tar_finish(&c.sink);
     if (sink_close(&c.sink) && !rc) {
         rc = -1;
         aimc_set_err(c.err, sizeof c.err, "write failed (disk full?)");
@@ -429,7 +463,7 @@ static int check_options(const synth_options *o, char *err, size_t errlen) {
     if (o->shards < 1 || o->docs < 1) aimc_set_err(err, errlen, "synth: --shards and --docs must be >= 1");
     else if (o->image_size < 8 || o->image_size > 4096)
         aimc_set_err(err, errlen, "synth: --image-size must be in 8..4096, got %lld", (long long)o->image_size);
-    else if (o->layout == SYNTH_MMC4 &&
+    else if (o->layout != SYNTH_LAION &&
              (o->min_images < 1 || o->max_images < o->min_images || o->max_images > SYNTH_MAX_DOC_IMAGES))
         aimc_set_err(err, errlen, "synth: images per document must satisfy 1 <= min <= max <= %d",
                      SYNTH_MAX_DOC_IMAGES);
@@ -460,12 +494,16 @@ int64_t synth_write(const synth_options *o_in, const char *dir, char *err, size_
         o.min_images = 2;
         o.max_images = 5;
     }
-    if (check_options(&o, err, errlen) || make_dirs(dir, err, errlen)) return -1;
+    char images[4096];
+    if (snprintf(images, sizeof images, "%s/images", dir) >= (int)sizeof images)
+        return aimc_set_err(err, errlen, "synth: folder name too long: %s", dir);
+    int raw = o.layout == SYNTH_MMC4_JSONL;
+    if (check_options(&o, err, errlen) || make_dirs(raw ? images : dir, err, errlen)) return -1;
     for (int64_t s = 0; s < o.shards; s++) {
         char name[64], path[4096];
         synth_shard_name(&o, s, name, sizeof name);
         snprintf(path, sizeof path, "%s/%s", dir, name);
-        if (write_shard(&o, s, path, err, errlen)) return -1;
+        if (write_shard(&o, s, path, raw ? images : NULL, err, errlen)) return -1;
     }
     return o.shards;
 }

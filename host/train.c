@@ -38,6 +38,7 @@ void train_config_default(train_config *c) {
     c->query_prompt = "";
     c->target_template = "{caption}";
     c->eval_data = "";
+    c->mmc4_images = "";
     c->eval_episodes = 32;
     c->steps = 100;
     c->batch = 4;
@@ -72,9 +73,12 @@ int train_config_options(train_config *c, arg_opt *o) {
         {"--model", ARG_STR, &c->model, "Hugging Face folder of the frozen LLaVA / BLIP-2 / CLIP backbone"},
         {"--backbone", ARG_STR, &c->backbone,
          "backbone name for checkpoints and exports (empty: the folder's name)"},
-        {"--data", ARG_STR, &c->data, "training shards: paths, globs or ranges (dir/{00000..00009}.tar)"},
+        {"--data", ARG_STR, &c->data,
+         "training shards: paths, globs or ranges (dir/{00000..00009}.tar); .jsonl files: raw MMC4 (--mmc4-images)"},
         {"--format", ARG_STR, &c->format,
          "shard format: mmc4 (documents), laion (pairs) or auto (empty: mmc4 for lm, laion for contrastive)"},
+        {"--mmc4-images", ARG_STR, &c->mmc4_images,
+         "folder of the images of raw MMC4 .jsonl --data / --eval-data files (DIR/<image_name>)"},
         {"--out", ARG_STR, &c->out, "output folder: checkpoints, metrics.jsonl, config.conf"},
         {"--steps", ARG_INT, &c->steps,
          "optimizer steps in total (a resumed run counts from its checkpoint)"},
@@ -362,6 +366,7 @@ static void base_loader_config(const trainer *t, loader_config *lc) {
     e->demo_template = c->demo_template;
     e->query_prompt = c->query_prompt;
     e->target_template = c->target_template;
+    lc->mmc4_images = *c->mmc4_images ? c->mmc4_images : NULL;
     e->sample.format = !strcmp(c->format, "mmc4")    ? SAMPLE_FORMAT_MMC4
                        : !strcmp(c->format, "laion") ? SAMPLE_FORMAT_LAION
                                                      : SAMPLE_FORMAT_AUTO;

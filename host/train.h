@@ -69,7 +69,7 @@ typedef struct train_config {
     const char *objective; /* lm | contrastive */
     const char *model;     /* Hugging Face folder of the frozen backbone */
     const char *backbone;  /* its name in checkpoints and exports ("" = the folder's basename) */
-    const char *data;      /* shard spec (data/shard.h: lists, globs, {a..b}) */
+    const char *data;      /* shard spec (data/shard.h: lists, globs, {a..b}; .jsonl = raw MMC4) */
     const char *format;    /* mmc4 | laion | auto */
     const char *out;
     const char *projector; /* linear | linear_ln | mlp */
@@ -77,6 +77,7 @@ typedef struct train_config {
     const char *device;    /* cpu | cuda */
     const char *demo_template, *query_prompt, *target_template;
     const char *eval_data; /* held-out shards ("" = no evaluation) */
+    const char *mmc4_images; /* image folder of raw MMC4 .jsonl data ("" = none) */
     int64_t steps, until, batch, accum, k, layer, proj_hidden;
     int64_t warmup, seed, save_every, keep, log_every, workers, max_text_tokens;
     int64_t shuffle_block, shuffle_shards, max_bad_steps, arena_mb, eval_episodes, eval_every;
