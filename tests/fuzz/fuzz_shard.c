@@ -1,9 +1,12 @@
 /* Fuzz target: the tar shard reader (data/shard.h: plain, gzip or zstd tar;
- * ustar, PAX, GNU long names) and, on every sample it delivers, the
- * MMC4 / LAION document parser (data/sample.h), as the data loader runs
- * them on each shard.
+ * ustar, PAX, GNU long names), the raw MMC4 .jsonl reader (data/shard_jsonl.c)
+ * and, on every sample they deliver, the MMC4 / LAION document parser
+ * (data/sample.h), as the data loader runs them on each shard.
  * Input: the shard file (member limit 1 MiB, 64 members per sample, so the
- * too-large paths are reachable).
+ * too-large paths are reachable); an input that starts with "jsonl\n" is
+ * the rest read as a .jsonl file (plain, gzip or zstd by content) whose
+ * image_name entries resolve in a folder holding the images of a small
+ * synthetic mmc4-jsonl set (the same one the jsonl seeds come from).
  * Oracles: every delivered sample has a key, members with an extension and
  * size bytes plus the promised NUL after them, shard_sample_member finds
  * each extension, sample indices increase, skip counts never go negative,
@@ -46,13 +49,45 @@ static void shfz_parse_document(const shard_sample *s, sample_utf8_policy policy
     document_free(&doc);
 }
 
+#define SHFZ_JSONL "jsonl\n"
+
+/* The synthetic mmc4-jsonl set (documents and images/) in dir: the seeds'
+ * documents and the image folder every jsonl input reads from. */
+static void shfz_write_jsonl_set(const char *dir) {
+    synth_options o = {.layout = SYNTH_MMC4_JSONL, .shards = 1, .docs = 3, .image_format = SYNTH_IMG_MIXED,
+                       .seed = 7, .image_size = 16, .min_images = 1, .max_images = 3};
+    char err[512];
+    if (synth_write(&o, dir, err, sizeof err) < 1) {
+        fprintf(stderr, "fuzz: synth_write (mmc4-jsonl): %s\n", err);
+        abort();
+    }
+}
+
+static const char *shfz_image_dir(void) {
+    static char *images;
+    if (!images) {
+        char *set = fuzz_tmp_path("jsonl_set");
+        shfz_write_jsonl_set(set);
+        size_t n = strlen(set) + 8;
+        images = malloc(n);
+        if (!images) abort();
+        snprintf(images, n, "%s/images", set);
+        free(set);
+    }
+    return images;
+}
+
 int fuzz_shard_one(const uint8_t *data, size_t size) {
-    static char *path;
-    if (!path) path = fuzz_tmp_path("input.tar");
-    fuzz_write_file(path, data, size);
+    static char *tar_path, *jsonl_path;
+    if (!tar_path) tar_path = fuzz_tmp_path("input.tar"), jsonl_path = fuzz_tmp_path("input.jsonl");
+    size_t plen = strlen(SHFZ_JSONL);
+    int jsonl = size >= plen && !memcmp(data, SHFZ_JSONL, plen);
+    const char *path = jsonl ? jsonl_path : tar_path;
+    fuzz_write_file(path, data + (jsonl ? plen : 0), size - (jsonl ? plen : 0));
     shard_limits lim = {1u << 20, 64};
     char err[512] = "";
-    shard_reader *r = shard_open(path, &lim, err, sizeof err);
+    shard_reader *r = jsonl ? shard_open_mmc4(path, &lim, shfz_image_dir(), err, sizeof err)
+                            : shard_open(path, &lim, err, sizeof err);
     if (!r) {
         FUZZ_ASSERT(err[0], "shard_open failed without a message");
         return 0;
@@ -98,8 +133,21 @@ static void shfz_seed_synth(const char *dir) {
     free(tmp);
 }
 
+/* The synthetic mmc4-jsonl documents, behind the jsonl prefix. */
+static void shfz_seed_jsonl(const char *dir) {
+    char *tmp = fuzz_tmp_path("jsonl_seed");
+    shfz_write_jsonl_set(tmp);
+    synth_options o = {.layout = SYNTH_MMC4_JSONL};
+    char name[256], src[4096];
+    synth_shard_name(&o, 0, name, sizeof name);
+    snprintf(src, sizeof src, "%s/%s", tmp, name);
+    fuzz_seed_fixture(dir, "synth_mmc4_jsonl", SHFZ_JSONL, strlen(SHFZ_JSONL), src);
+    free(tmp); /* fuzz_tmpdir's cleanup removes the files */
+}
+
 void fuzz_shard_seeds(const char *dir) {
     shfz_seed_synth(dir);
+    shfz_seed_jsonl(dir);
     static const char *const files[] = {"pax.tar", "gnu.tar", "pax.tar.zst", "ustar.tar.gz"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char path[256];
