@@ -324,10 +324,10 @@ static int decode_webp(const uint8_t *data, size_t size, const image_decode_opts
     if (alloc_image(out, f.width, f.height, err, errlen)) return -1;
     size_t npix = (size_t)f.width * f.height;
     int ok;
-    if (f.has_alpha) {
+    if (f.has_alpha && o && o->alpha == IMAGE_ALPHA_WHITE) { /* dropping alpha needs no RGBA: RGB below does it */
         uint8_t *rgba = malloc(npix * 4);
         ok = rgba && WebPDecodeRGBAInto(data, size, rgba, npix * 4, f.width * 4) != NULL;
-        if (ok) rgba_to_rgb(rgba, (int64_t)npix, o ? o->alpha : IMAGE_ALPHA_DROP, out->data);
+        if (ok) rgba_to_rgb(rgba, (int64_t)npix, IMAGE_ALPHA_WHITE, out->data);
         free(rgba);
     } else {
         ok = WebPDecodeRGBInto(data, size, out->data, npix * 3, f.width * 3) != NULL;

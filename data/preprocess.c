@@ -239,6 +239,25 @@ int preprocess_config_load(preprocess_config *c, const char *model_dir, char *er
 
 #define FIXED_BITS 22 /* Pillow's PRECISION_BITS for 8-bit images: 32 - 8 - 2 */
 
+/* Both passes work on blocks of LANES bytes that share their weights: the
+ * vertical pass on LANES consecutive bytes of a row, the horizontal pass on
+ * a column block (LANES / 3 rows of one column, transposed so that they are
+ * contiguous). The inner loops are then the same multiply-add on every lane,
+ * with no per-pixel branches and a constant trip count, which -O2's cheap
+ * vectoriser takes. Integer sums are exact in any order, so the result is
+ * Pillow's bit for bit. 96 bytes = 32 RGB pixels. */
+#define LANES 96
+
+/* On x86-64 the two passes are also compiled for AVX2, picked at load time
+ * when the CPU has it: SSE2 (the baseline) has no 32-bit vector multiply,
+ * AVX2 does, which halves the time of the whole preprocessing of a photo.
+ * Same C, same results. */
+#if defined(__x86_64__) && (defined(__clang__) ? __clang_major__ >= 14 : defined(__GNUC__))
+#define RESAMPLE_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define RESAMPLE_CLONES
+#endif
+
 /* Per output index: the first input index, how many follow, and their
  * fixed-point weights (taps per row, zero-filled). */
 typedef struct resample_axis {
@@ -262,6 +281,7 @@ static void axis_free(resample_axis *ax) {
     free(ax->first);
     free(ax->count);
     free(ax->weight);
+    ax->first = ax->count = ax->weight = NULL;
 }
 
 /* Weights for one output index, as Pillow's precompute_coeffs computes them
@@ -304,47 +324,127 @@ static int axis_build(resample_axis *ax, int64_t in_size, int64_t out_size) {
     return 0;
 }
 
-/* Pillow's clip8: floor(s / 2^22) clamped to 0..255. */
-static uint8_t clip8(int32_t s) {
-    if (s < 0) return 0;
-    s >>= FIXED_BITS;
-    return (uint8_t)(s > 255 ? 255 : s);
+/* The input indices [*lo, *hi) that output indices [o0, o1) read. Both ends
+ * of an output's span grow with the output index. */
+static void axis_span(const resample_axis *ax, int64_t o0, int64_t o1, int64_t *lo, int64_t *hi) {
+    *lo = ax->first[o0];
+    *hi = (int64_t)ax->first[o1 - 1] + ax->count[o1 - 1];
 }
 
-/* Horizontal pass: nrows rows of src (in_w pixels wide) into dst (out_w wide). */
-static void resample_rows(const uint8_t *src, int64_t in_w, int64_t nrows, const resample_axis *ax, int64_t out_w,
-                          uint8_t *dst) {
-    for (int64_t y = 0; y < nrows; y++) {
-        const uint8_t *in = src + y * in_w * 3;
-        for (int64_t x = 0; x < out_w; x++) {
-            const int32_t *k = ax->weight + x * ax->taps;
-            const uint8_t *p = in + (int64_t)ax->first[x] * 3;
-            int32_t s0 = 1 << (FIXED_BITS - 1), s1 = s0, s2 = s0;
-            for (int32_t t = 0; t < ax->count[x]; t++, p += 3) {
-                s0 += p[0] * k[t];
-                s1 += p[1] * k[t];
-                s2 += p[2] * k[t];
-            }
-            uint8_t *o = dst + (y * out_w + x) * 3;
-            o[0] = clip8(s0), o[1] = clip8(s1), o[2] = clip8(s2);
-        }
+/* dst[j] = Pillow's clip8(2^21 + sum over t < count of src[t * stride + j] * k[t])
+ * for every lane j: floor(s / 2^22) clamped to 0..255. Four taps per step
+ * cut the loads and stores of the sums; no partial sum can overflow, since
+ * each is bounded by 255 * sum |k| + 2^21 < 2^31 (sum |k| is about 1.1 * 2^22)
+ * as Pillow's own are. */
+__attribute__((always_inline)) static inline void convolve_lanes(const uint8_t *restrict src, int64_t stride,
+                                                                 const int32_t *restrict k, int32_t count,
+                                                                 uint8_t *restrict dst) {
+    int32_t acc[LANES];
+    for (int j = 0; j < LANES; j++) acc[j] = 1 << (FIXED_BITS - 1);
+    int32_t t = 0;
+    for (; t + 3 < count; t += 4) {
+        const uint8_t *r0 = src + t * stride, *r1 = r0 + stride, *r2 = r1 + stride, *r3 = r2 + stride;
+        int32_t k0 = k[t], k1 = k[t + 1], k2 = k[t + 2], k3 = k[t + 3];
+        for (int j = 0; j < LANES; j++) acc[j] += r0[j] * k0 + r1[j] * k1 + r2[j] * k2 + r3[j] * k3;
+    }
+    for (; t < count; t++) {
+        const uint8_t *r0 = src + t * stride;
+        int32_t k0 = k[t];
+        for (int j = 0; j < LANES; j++) acc[j] += r0[j] * k0;
+    }
+    for (int j = 0; j < LANES; j++) {
+        int32_t v = acc[j] >> FIXED_BITS; /* arithmetic shift (GCC and Clang define it): negative stays negative */
+        v = v < 0 ? 0 : v;
+        dst[j] = (uint8_t)(v > 255 ? 255 : v);
     }
 }
 
-/* Vertical pass: src (width pixels wide) holds input rows from row0 on; dst
- * gets out_h rows. */
-static void resample_cols(const uint8_t *src, int64_t width, int64_t row0, const resample_axis *ax,
-                          int64_t out_h, uint8_t *dst) {
-    int64_t stride = width * 3;
-    for (int64_t y = 0; y < out_h; y++) {
+/* Copies pixel (3 bytes) src to dst as one 4-byte move: the caller makes
+ * sure that src has a byte more and that the byte written past dst is
+ * written again later (or never read). */
+static inline void copy_pixel4(uint8_t *dst, const uint8_t *src) {
+    uint32_t v;
+    memcpy(&v, src, 4);
+    memcpy(dst, &v, 4);
+}
+
+/* cols[c * LANES + i * 3 + ch] = pixel (i, c) of the nrows x ncols RGB block
+ * at src (rows src_w pixels apart): each column's rows become contiguous.
+ * cols is written in order, with 4-byte moves whose spilled byte the next
+ * move overwrites; the last column, whose source may end the image, is
+ * copied 3 bytes at a time. */
+static void transpose_block(const uint8_t *src, int64_t src_w, int64_t nrows, int64_t ncols, uint8_t *cols) {
+    const uint8_t *rows[LANES / 3];
+    for (int64_t i = 0; i < nrows; i++) rows[i] = src + i * src_w * 3;
+    for (int64_t c = 0; c + 1 < ncols; c++)
+        for (int64_t i = 0; i < nrows; i++) copy_pixel4(cols + c * LANES + i * 3, rows[i] + c * 3);
+    for (int64_t i = 0; i < nrows; i++) memcpy(cols + (ncols - 1) * LANES + i * 3, rows[i] + (ncols - 1) * 3, 3);
+}
+
+/* Horizontal pass: output columns [x0, x1) of nrows rows of src (src_w
+ * pixels per row, src column 0 being input column col0) into dst, x1 - x0
+ * pixels per row; 32 rows at a time, transposed into column blocks.
+ * 0, or -1 (out of memory). */
+RESAMPLE_CLONES static int horizontal_pass(const uint8_t *src, int64_t src_w, int64_t col0, int64_t nrows,
+                                           const resample_axis *ax, int64_t x0, int64_t x1, uint8_t *dst) {
+    const int64_t block = LANES / 3, dw = x1 - x0;
+    int64_t c0, c1;
+    axis_span(ax, x0, x1, &c0, &c1);
+    uint8_t lanes[LANES + 1] = {0}, *cols = calloc((size_t)(c1 - c0), LANES); /* + 1: copy_pixel4 reads a byte more */
+    if (!cols) return -1;
+    for (int64_t r = 0; r < nrows; r += block) {
+        int64_t nr = nrows - r < block ? nrows - r : block;
+        transpose_block(src + (r * src_w + c0 - col0) * 3, src_w, nr, c1 - c0, cols);
+        for (int64_t x = x0; x < x1; x++) {
+            convolve_lanes(cols + (ax->first[x] - c0) * LANES, LANES, ax->weight + x * ax->taps, ax->count[x], lanes);
+            uint8_t *out = dst + (r * dw + x - x0) * 3;
+            if (x + 1 < x1) /* the spilled byte is pixel x + 1's, written next */
+                for (int64_t i = 0; i < nr; i++) copy_pixel4(out + i * dw * 3, lanes + i * 3);
+            else
+                for (int64_t i = 0; i < nr; i++) memcpy(out + i * dw * 3, lanes + i * 3, 3);
+        }
+    }
+    free(cols);
+    return 0;
+}
+
+/* Vertical pass: output rows [y0, y1), row_bytes (>= LANES) bytes each, from
+ * src (rows src_stride apart, src row 0 being input row row0) into dst. The
+ * last block of a row overlaps the one before it rather than running past
+ * the end. */
+RESAMPLE_CLONES static void vertical_rows(const uint8_t *src, int64_t src_stride, int64_t row0, int64_t row_bytes,
+                                          const resample_axis *ax, int64_t y0, int64_t y1, uint8_t *dst) {
+    for (int64_t y = y0; y < y1; y++) {
+        const uint8_t *base = src + (ax->first[y] - row0) * src_stride;
         const int32_t *k = ax->weight + y * ax->taps;
-        const uint8_t *base = src + (ax->first[y] - row0) * stride;
-        for (int64_t i = 0; i < stride; i++) {
-            int32_t s = 1 << (FIXED_BITS - 1);
-            for (int32_t t = 0; t < ax->count[y]; t++) s += base[t * stride + i] * k[t];
-            dst[y * stride + i] = clip8(s);
+        uint8_t *out = dst + (y - y0) * row_bytes;
+        for (int64_t i = 0; i < row_bytes; i += LANES) {
+            int64_t at = i + LANES <= row_bytes ? i : row_bytes - LANES;
+            convolve_lanes(base + at, src_stride, k, ax->count[y], out + at);
         }
     }
+}
+
+/* vertical_rows for any row width: rows narrower than LANES go through a
+ * zero-padded copy. */
+static int vertical_pass(const uint8_t *src, int64_t src_stride, int64_t row0, int64_t row_bytes,
+                         const resample_axis *ax, int64_t y0, int64_t y1, uint8_t *dst) {
+    if (row_bytes >= LANES) {
+        vertical_rows(src, src_stride, row0, row_bytes, ax, y0, y1, dst);
+        return 0;
+    }
+    int64_t lo, hi;
+    axis_span(ax, y0, y1, &lo, &hi);
+    uint8_t *in = calloc((size_t)(hi - lo), LANES), *out = malloc((size_t)(y1 - y0) * LANES);
+    if (in && out) {
+        for (int64_t r = lo; r < hi; r++)
+            memcpy(in + (r - lo) * LANES, src + (r - row0) * src_stride, (size_t)row_bytes);
+        vertical_rows(in, LANES, lo, LANES, ax, y0, y1, out);
+        for (int64_t y = 0; y < y1 - y0; y++) memcpy(dst + y * row_bytes, out + y * LANES, (size_t)row_bytes);
+    }
+    free(in);
+    free(out);
+    return in && out ? 0 : -1;
 }
 
 /* Pillow 13 runs the vertical pass first when the height shrinks by more
@@ -356,53 +456,71 @@ static int vertical_first(image_resize_order order, int64_t in_w, int64_t in_h, 
     return order == IMAGE_RESIZE_PILLOW13 && out_h < in_h && in_h - out_h > 2 * (in_w - out_w);
 }
 
-/* Both passes through an intermediate uint8 image (the rows / columns the
- * second pass reads). */
+/* A window [x0, x1) x [y0, y1) of an output image. */
+typedef struct resize_window {
+    int64_t x0, y0, x1, y1;
+} resize_window;
+
+/* Both passes through an intermediate uint8 image holding only what the
+ * window needs: the input rows it reads (horizontal pass first) or the input
+ * columns it reads (vertical pass first). */
 static int resample_two_pass(const image_rgb *src, const resample_axis *hx, const resample_axis *vy, int vfirst,
-                             image_rgb *dst) {
-    int64_t out_w = dst->width, out_h = dst->height;
-    if (vfirst) {
-        uint8_t *tmp = malloc((size_t)(src->width * out_h * 3));
-        if (!tmp) return -1;
-        resample_cols(src->data, src->width, 0, vy, out_h, tmp);
-        resample_rows(tmp, src->width, out_h, hx, out_w, dst->data);
-        free(tmp);
-        return 0;
+                             const resize_window *win, uint8_t *dst) {
+    int64_t lo, hi, ww = win->x1 - win->x0, wh = win->y1 - win->y0;
+    axis_span(vfirst ? hx : vy, vfirst ? win->x0 : win->y0, vfirst ? win->x1 : win->y1, &lo, &hi);
+    uint8_t *tmp = malloc((size_t)((hi - lo) * (vfirst ? wh : ww) * 3));
+    int rc = -1;
+    if (tmp && vfirst) {
+        rc = vertical_pass(src->data + lo * 3, src->width * 3, 0, (hi - lo) * 3, vy, win->y0, win->y1, tmp);
+        if (!rc) rc = horizontal_pass(tmp, hi - lo, lo, wh, hx, win->x0, win->x1, dst);
+    } else if (tmp) {
+        rc = horizontal_pass(src->data + lo * src->width * 3, src->width, 0, hi - lo, hx, win->x0, win->x1, tmp);
+        if (!rc) rc = vertical_pass(tmp, ww * 3, lo, ww * 3, vy, win->y0, win->y1, dst);
     }
-    int64_t row0 = vy->first[0], row1 = (int64_t)vy->first[out_h - 1] + vy->count[out_h - 1];
-    uint8_t *tmp = malloc((size_t)((row1 - row0) * out_w * 3));
-    if (!tmp) return -1;
-    resample_rows(src->data + row0 * src->width * 3, src->width, row1 - row0, hx, out_w, tmp);
-    resample_cols(tmp, out_w, row0, vy, out_h, dst->data);
     free(tmp);
-    return 0;
+    return rc;
+}
+
+/* Resizes src to out_w x out_h as Pillow does, computing only the window of
+ * the output: every output pixel depends on the input alone, so the window
+ * equals that part of the full resize. dst gets its (x1 - x0) x (y1 - y0)
+ * pixels. 0, or -1 (out of memory). */
+static int resize_into(const image_rgb *src, int64_t out_w, int64_t out_h, image_resize_order order,
+                       const resize_window *win, uint8_t *dst) {
+    resample_axis hx = {0}, vy = {0};
+    int need_h = out_w != src->width, need_v = out_h != src->height, rc = -1;
+    int64_t ww = win->x1 - win->x0, wh = win->y1 - win->y0;
+    int built = !(need_h && axis_build(&hx, src->width, out_w)) && !(need_v && axis_build(&vy, src->height, out_h));
+    if (!built) {
+        rc = -1;
+    } else if (need_h && need_v) {
+        rc = resample_two_pass(src, &hx, &vy, vertical_first(order, src->width, src->height, out_w, out_h), win, dst);
+    } else if (need_h) { /* Pillow skips the pass an unchanged side needs; so does this */
+        rc = horizontal_pass(src->data + win->y0 * src->width * 3, src->width, 0, wh, &hx, win->x0, win->x1, dst);
+    } else if (need_v) {
+        rc = vertical_pass(src->data + win->x0 * 3, src->width * 3, 0, ww * 3, &vy, win->y0, win->y1, dst);
+    } else {
+        for (int64_t y = 0; y < wh; y++)
+            memcpy(dst + y * ww * 3, src->data + ((win->y0 + y) * src->width + win->x0) * 3, (size_t)ww * 3);
+        rc = 0;
+    }
+    axis_free(&hx);
+    axis_free(&vy);
+    return rc;
 }
 
 int image_resize_bicubic(const image_rgb *src, int64_t out_w, int64_t out_h, image_resize_order order,
                          image_rgb *dst, char *err, size_t errlen) {
     memset(dst, 0, sizeof *dst);
-    resample_axis hx = {0}, vy = {0};
-    int need_h = out_w != src->width, need_v = out_h != src->height, rc = -1;
+    resize_window all = {0, 0, out_w, out_h};
     dst->data = malloc((size_t)(out_w * out_h * 3));
     dst->width = out_w;
     dst->height = out_h;
-    int built = dst->data && !(need_h && axis_build(&hx, src->width, out_w)) &&
-                !(need_v && axis_build(&vy, src->height, out_h));
-    if (built) {
-        rc = 0;
-        if (need_h && need_v)
-            rc = resample_two_pass(src, &hx, &vy, vertical_first(order, src->width, src->height, out_w, out_h), dst);
-        else if (need_h) resample_rows(src->data, src->width, out_h, &hx, out_w, dst->data);
-        else if (need_v) resample_cols(src->data, out_w, 0, &vy, out_h, dst->data);
-        else memcpy(dst->data, src->data, (size_t)(out_w * out_h * 3));
-    }
-    axis_free(&hx);
-    axis_free(&vy);
-    if (rc) {
+    if (!dst->data || resize_into(src, out_w, out_h, order, &all, dst->data)) {
         image_free(dst);
-        aimc_set_err(err, errlen, "out of memory resizing to %lldx%lld", (long long)out_w, (long long)out_h);
+        return aimc_set_err(err, errlen, "out of memory resizing to %lldx%lld", (long long)out_w, (long long)out_h);
     }
-    return rc;
+    return 0;
 }
 
 /* ------------------------------------------------------------ pipeline -- */
@@ -467,50 +585,88 @@ static int pad_square(const preprocess_config *c, const image_rgb *img, image_rg
 
 static int64_t floor_half(int64_t a) { return a >= 0 ? a / 2 : -((-a + 1) / 2); }
 
-/* Centre crop (zero outside the image, as transformers pads), rescale,
- * normalise, HWC uint8 -> CHW float32. */
-static void crop_normalise(const preprocess_config *c, const image_rgb *img, int64_t oh, int64_t ow, float *out) {
-    int64_t top = c->do_center_crop ? floor_half(img->height - oh) : 0;
-    int64_t left = c->do_center_crop ? floor_half(img->width - ow) : 0;
+static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* The oh x ow crop of the rw x rh resized image: its top-left corner
+ * (negative where the crop is larger than the image, which transformers pads
+ * with zeros) and the part of it inside the image, the only pixels the resize
+ * has to compute. Without a centre crop the whole image is kept. */
+static void crop_window(const preprocess_config *c, int64_t rw, int64_t rh, int64_t oh, int64_t ow, int64_t *top,
+                        int64_t *left, resize_window *win) {
+    *top = c->do_center_crop ? floor_half(rh - oh) : 0;
+    *left = c->do_center_crop ? floor_half(rw - ow) : 0;
+    win->x0 = clamp64(*left, 0, rw);
+    win->x1 = clamp64(*left + ow, win->x0, rw);
+    win->y0 = clamp64(*top, 0, rh);
+    win->y1 = clamp64(*top + oh, win->y0, rh);
+}
+
+/* The pixel_value of every uint8 level, per channel: float32(v *
+ * rescale_factor) computed in double, then (x - mean) / std in float32, the
+ * operations transformers does per pixel. */
+static void level_table(const preprocess_config *c, float lut[3][256]) {
     for (int ch = 0; ch < 3; ch++) {
         float mean = (float)c->mean[ch], std = (float)c->std[ch];
-        for (int64_t y = 0; y < oh; y++) {
-            int64_t sy = y + top;
-            for (int64_t x = 0; x < ow; x++) {
-                int64_t sx = x + left;
-                int inside = sy >= 0 && sy < img->height && sx >= 0 && sx < img->width;
-                uint8_t v = inside ? img->data[(sy * img->width + sx) * 3 + ch] : 0;
-                float f = c->do_rescale ? (float)((double)v * c->rescale_factor) : (float)v;
-                if (c->do_normalize) f = (f - mean) / std;
-                out[(ch * oh + y) * ow + x] = f;
-            }
+        for (int v = 0; v < 256; v++) {
+            float f = c->do_rescale ? (float)((double)v * c->rescale_factor) : (float)v;
+            lut[ch][v] = c->do_normalize ? (f - mean) / std : f;
+        }
+    }
+}
+
+/* Rescale, normalise, HWC uint8 -> CHW float32 for the oh x ow crop whose
+ * top-left corner is pixel (top, left) of img; outside img the level is 0
+ * (transformers zero-pads before rescaling). */
+static void crop_normalise(const preprocess_config *c, const image_rgb *img, int64_t top, int64_t left, int64_t oh,
+                           int64_t ow, float *out) {
+    float lut[3][256];
+    level_table(c, lut);
+    int64_t xa = clamp64(-left, 0, ow), xb = clamp64(img->width - left, xa, ow); /* crop columns inside img */
+    for (int64_t y = 0; y < oh; y++) {
+        int64_t sy = y + top, inside = sy >= 0 && sy < img->height;
+        const uint8_t *row = inside ? img->data + sy * img->width * 3 : NULL;
+        for (int ch = 0; ch < 3; ch++) {
+            const float *level = lut[ch];
+            float *o = out + (ch * oh + y) * ow;
+            int64_t a = inside ? xa : ow, b = inside ? xb : ow;
+            for (int64_t x = 0; x < a; x++) o[x] = level[0];
+            for (int64_t x = a; x < b; x++) o[x] = level[row[(x + left) * 3 + ch]];
+            for (int64_t x = b; x < ow; x++) o[x] = level[0];
         }
     }
 }
 
 int preprocess_image(const preprocess_config *c, const image_rgb *img, float *out, char *err, size_t errlen) {
-    int64_t oh, ow, rw, rh;
+    int64_t oh, ow, rw, rh, top, left;
     if (c->resample != PREPROCESS_RESAMPLE_BICUBIC) {
         aimc_set_err(err, errlen, "preprocess: resample %d is not supported (only 3 = bicubic)", c->resample);
         return -1;
     }
     if (preprocess_output_size(c, img->width, img->height, &oh, &ow, err, errlen)) return -1;
     resized_size(c, img->width, img->height, &rw, &rh);
-    image_rgb padded = {0}, resized = {0};
+    image_rgb padded = {0}, kept = {0};
     const image_rgb *cur = img;
     if (c->do_pad_square && img->width != img->height) {
         if (pad_square(c, img, &padded, err, errlen)) return -1;
         cur = &padded;
     }
-    if (c->do_resize && (rw != cur->width || rh != cur->height)) {
-        if (image_resize_bicubic(cur, rw, rh, c->resize_order, &resized, err, errlen)) {
+    resize_window win;
+    crop_window(c, rw, rh, oh, ow, &top, &left, &win);
+    if (c->do_resize && (rw != cur->width || rh != cur->height)) { /* resize only the part the crop keeps */
+        kept.width = win.x1 - win.x0;
+        kept.height = win.y1 - win.y0;
+        kept.data = malloc((size_t)(kept.width * kept.height * 3));
+        if (!kept.data || resize_into(cur, rw, rh, c->resize_order, &win, kept.data)) {
             image_free(&padded);
-            return -1;
+            image_free(&kept);
+            return aimc_set_err(err, errlen, "out of memory resizing to %lldx%lld", (long long)rw, (long long)rh);
         }
-        cur = &resized;
+        cur = &kept;
+        top -= win.y0;
+        left -= win.x0;
     }
-    crop_normalise(c, cur, oh, ow, out);
+    crop_normalise(c, cur, top, left, oh, ow, out);
     image_free(&padded);
-    image_free(&resized);
+    image_free(&kept);
     return 0;
 }

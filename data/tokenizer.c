@@ -107,10 +107,14 @@ static int same_flags(const tok_added *a, const tok_added *b) {
 }
 
 /* One added_tokens entry, as HF's AddedVocabulary::add_tokens: the id is the
- * token's existing id (added or model vocabulary), else the next free one. */
+ * token's existing id (added or model vocabulary), else the next free one.
+ * Takes t->content (kept or freed). */
 static void add_token(tokenizer *tok, const tok_added *t) {
     const int32_t *existing = strmap_get(&tok->added_by_content, t->content, t->len);
-    if (existing && same_flags(&tok->added[*existing], t)) return;
+    if (existing && same_flags(&tok->added[*existing], t)) { /* a repeat: nothing new */
+        free(t->content);
+        return;
+    }
     const int32_t *in_vocab = strmap_get(&tok->bpe.vocab, t->content, t->len);
     int32_t id = existing ? tok->added[*existing].id : in_vocab ? *in_vocab : next_added_id(tok);
     if (existing) {
