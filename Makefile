@@ -147,7 +147,8 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h $(BUILD)/libaimc-fuzz.a
 
 # make bench-data: images/s per core for decode + preprocess of 640-1024 px
 # JPEG / WebP (aimc, 1 and THREADS threads) and Pillow on the same files when
-# python3 with Pillow is present (scripts/bench_data.sh; env IMAGES, SIZE, PRESET, THREADS, ROUNDS).
+# python3 with Pillow is present, then the loader by worker count (scripts/bench_data.sh;
+# env IMAGES, SIZE, PRESET, THREADS, ROUNDS, LOADER_WORKERS).
 .PHONY: bench-data
 bench-data: $(BUILD)/aimc
 	bash scripts/bench_data.sh $(BUILD)/aimc

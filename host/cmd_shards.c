@@ -9,6 +9,7 @@
 #include "../data/synth.h"
 #include "../kernels/check.h"
 #include "args.h"
+#include "bench_loader.h"
 #include "commands.h"
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -408,7 +409,8 @@ static void bench_report(const char *label, const bench_set *b, image_format f, 
 
 static int cmd_bench(int argc, char **argv) {
     const char *size = "640..1024", *preset = "llava", *write_dir = NULL;
-    int64_t n_images = 64, threads = 2, rounds = 1, jpeg_min_side = 0;
+    int64_t n_images = 64, threads = 2, rounds = 1, jpeg_min_side = 0, k = 2;
+    bench_loader_opts lopt = {.workers = "1,2", .episodes = 64};
     arg_opt opts[] = {
         {"--images", ARG_INT, &n_images, "number of distinct images (half JPEG q90 4:2:0, half WebP q85)"},
         {"--size", ARG_STR, &size, "image sides in pixels: N or LO..HI (each side drawn at random)"},
@@ -417,14 +419,27 @@ static int cmd_bench(int argc, char **argv) {
         {"--rounds", ARG_INT, &rounds, "times each image is processed per run"},
         {"--jpeg-min-side", ARG_INT, &jpeg_min_side, "JPEG DCT scaling down to this side (0: full decode, as Pillow)"},
         {"--write-dir", ARG_STR, &write_dir, "also write the images here (NNNNN.jpg / .webp) for other tools"},
+        {"--loader", ARG_STR, &lopt.spec, "SPEC: time the training loader on these shards instead (needs --model)"},
+        {"--model", ARG_STR, &lopt.model, "--loader: model folder (tokenizer, preprocessing)"},
+        {"--workers", ARG_STR, &lopt.workers, "--loader: worker counts to time, e.g. 1,2,4"},
+        {"--episodes", ARG_INT, &lopt.episodes, "--loader: timed episodes per worker count"},
+        {"--k", ARG_INT, &k, "--loader: demonstrations per episode"},
+        {"--mmc4-images", ARG_STR, &lopt.mmc4_images, "--loader: image folder of raw MMC4 .jsonl shards"},
     };
     int n = args_parse(argc, argv, "aimc shards bench [options]",
                        "Times image decoding + preprocessing (images/s per core) on photo-like JPEG and WebP\n"
-                       "images made in memory: one thread, then --threads threads.",
+                       "images made in memory: one thread, then --threads threads. With --loader SPEC --model DIR:\n"
+                       "the training loader's episodes/s on those shards for each --workers count instead.",
                        opts, (int)(sizeof opts / sizeof opts[0]));
     if (n) aimc_die("shards bench: unexpected argument '%s'", argv[1]);
-    int64_t lo, hi, oh, ow;
-    parse_size_range(size, &lo, &hi);
+    if (lopt.spec) {
+        if (!lopt.model) aimc_die("shards bench: --loader needs --model DIR (its tokenizer and preprocessing)");
+        if (lopt.episodes < 1 || k < 0 || k > 64) aimc_die("shards bench: need --episodes >= 1 and 0 <= --k <= 64");
+        lopt.k = (int)k;
+        return bench_loader_run(&lopt);
+    }
+    int64_t lo_side, hi, oh, ow;
+    parse_size_range(size, &lo_side, &hi);
     if (n_images < 2 || threads < 1 || threads > 1024 || rounds < 1 || jpeg_min_side < 0)
         aimc_die("shards bench: need --images >= 2, 1 <= --threads <= 1024, --rounds >= 1, --jpeg-min-side >= 0");
     preprocess_config c;
@@ -434,7 +449,7 @@ static int cmd_bench(int argc, char **argv) {
     if (preprocess_output_size(&c, hi, hi, &oh, &ow, err, sizeof err)) aimc_die("shards bench: %s", err);
     image_decode_opts o = {.min_side = jpeg_min_side};
     bench_set b;
-    bench_make(&b, n_images, lo, hi);
+    bench_make(&b, n_images, lo_side, hi);
     if (write_dir) bench_write(&b, write_dir);
     printf("aimc shards bench: %lld images %s px (JPEG + WebP), preset %s -> %lldx%lld, %lld round%s%s\n",
            (long long)n_images, size, preset, (long long)ow, (long long)oh, (long long)rounds, rounds == 1 ? "" : "s",
@@ -453,7 +468,7 @@ static void shards_usage(FILE *f) {
                "       aimc shards bench [options]\n\n"
                "  inspect   per-shard sample counts, layouts, member extensions, skip reasons\n"
                "  synth     write synthetic LAION- or MMC4-style shards\n"
-               "  bench     time image decode + preprocess (images/s per core)\n"
+               "  bench     time image decode + preprocess (images/s per core), or the loader (--loader)\n"
                "(aimc shards <subcommand> --help for its options)\n");
 }
 

@@ -19,7 +19,8 @@ case "$preset" in
   *) echo "bench_data.sh: PRESET must be llava, clip or blip2, got '$preset'" >&2; exit 1 ;;
 esac
 dir=$(mktemp -d /tmp/aimc_bench_data_XXXXXX)
-trap 'rm -rf "$dir"' EXIT
+ldir=$dir.loader  # the loader's shards and model (not in $dir: Pillow reads every file there)
+trap 'rm -rf "$dir" "$ldir"' EXIT
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), load $(cut -d' ' -f1-3 /proc/loadavg)"
 out=$("$aimc" shards bench --images "$images" --size "$size" --preset "$preset" --threads "$threads" \
@@ -30,6 +31,30 @@ if [ "$edge" -gt 0 ]; then
   echo "-- the same with JPEG DCT scaling (--jpeg-min-side $edge; pixels differ slightly from Pillow's):"
   "$aimc" shards bench --images "$images" --size "$size" --preset "$preset" --threads 1 --rounds "$rounds" \
     --jpeg-min-side "$edge" | grep -E '^  (jpeg|all) '
+fi
+
+# The training loader on the same images packed as LAION-style tar shards
+# ({key}.jpg|webp + {key}.txt, 4 shards), preprocessed at the preset's size
+# with the tiny LLaVA fixture's tokenizer: episodes/s for 1..nproc workers
+# (LOADER_WORKERS), and how near each count comes to linear scaling.
+if [ "$edge" -gt 0 ] && command -v tar >/dev/null; then
+  shards=$ldir/shards model=$ldir/model
+  mkdir -p "$shards"
+  cp -r tests/fixtures/models/llava "$model"
+  sed -i -E "s/\"(height|width)\": 28/\"\1\": $crop_h/; s/\"shortest_edge\": 28/\"shortest_edge\": $edge/" \
+    "$model/preprocessor_config.json"
+  i=0
+  for f in "$dir"/*.jpg "$dir"/*.webp; do
+    key=$(basename "${f%.*}")
+    cp "$f" "$ldir/"
+    echo "a photo-like test image number $key" > "$ldir/$key.txt"
+    tar rf "$shards/$((i % 4)).tar" -C "$ldir" "$(basename "$f")" "$key.txt"
+    i=$((i + 1))
+  done
+  workers=${LOADER_WORKERS:-$(seq -s, 1 "$(nproc)")}
+  echo "-- the training loader (aimc shards bench --loader, k = 2, workers $workers):"
+  "$aimc" shards bench --loader "$shards/*.tar" --model "$model" --workers "$workers" --episodes "$images" --k 2 |
+    grep -E 'worker|skipped'
 fi
 
 if ! python3 -c 'import PIL, numpy' 2>/dev/null; then

@@ -1109,6 +1109,33 @@ static void test_inspect(void) {
           "inspect of a glob matching nothing: %s", out);
 }
 
+/* aimc shards bench --loader (host/bench_loader.c) on the shards test_inspect
+ * wrote: one line per worker count, images/s = episodes/s x (k + 1) (both
+ * printed to 0.1), and one-line errors for a bad --workers list and a
+ * missing --model. */
+static void test_loader_bench(void) {
+    char spec[600], model[512], out[8192];
+    snprintf(spec, sizeof spec, "%s/inspect/{00000..00001}.tar", tmp_dir);
+    FIXTURE_PATH("models/llava", model, sizeof model);
+    char *argv[] = {"shards", "bench", "--loader", spec, "--model", model, "--workers", "1,2", "--episodes", "3",
+                    "--k", "1"};
+    int rc = run_shards_cmd(12, argv, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "k = 1, 3 episodes per worker count"), "loader bench exit %d: %s", rc, out);
+    const char *lines[] = {"  1 worker :", "  2 workers:"};
+    for (int i = 0; i < 2; i++) {
+        const char *at = strstr(out, lines[i]);
+        double eps = -1, ips = -1;
+        if (at) sscanf(at + strlen(lines[i]), "%lf episodes/s, %lf images/s", &eps, &ips);
+        CHECK(eps > 0 && fabs(ips - 2 * eps) <= 0.16, "'%s': %g episodes/s, %g images/s:\n%s", lines[i], eps, ips,
+              out);
+    }
+    char *bad_workers[] = {"shards", "bench", "--loader", spec, "--model", model, "--workers", "1,x"};
+    CHECK(run_shards_cmd(8, bad_workers, out, sizeof out) == 1 && strstr(out, "--workers must be a list"),
+          "bad --workers: %s", out);
+    char *no_model[] = {"shards", "bench", "--loader", spec};
+    CHECK(run_shards_cmd(4, no_model, out, sizeof out) == 1 && strstr(out, "needs --model"), "no --model: %s", out);
+}
+
 static void find_fixture_dir(void) { FIXTURE_PATH("shards", fixture_dir, sizeof fixture_dir); }
 
 int main(void) {
@@ -1128,6 +1155,7 @@ int main(void) {
     test_expand();
     test_synth();
     test_inspect();
+    test_loader_bench();
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
     if (getenv("AIMC_TEST_KEEP")) printf("kept %s\n", tmp_dir); /* for debugging */
