@@ -13,11 +13,6 @@
 #include <string.h>
 #include <time.h>
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* "1,2,4" -> counts (at most max); dies on anything else. */
 static int parse_workers(const char *s, int *out, int max) {
@@ -43,7 +38,7 @@ static double time_loader(loader_config *lc, int64_t episodes, int64_t *images) 
     int64_t warm = 2 * (int64_t)lc->n_workers;
     *images = 0;
     for (int64_t i = 0; i < warm + episodes; i++) {
-        if (i == warm) t0 = now_s();
+        if (i == warm) t0 = aimc_now();
         episode e;
         int rc = loader_next(l, &e, err, sizeof err);
         if (rc < 0) aimc_die("shards bench: %s", err);
@@ -51,7 +46,7 @@ static double time_loader(loader_config *lc, int64_t episodes, int64_t *images) 
         if (i >= warm) *images += e.k + 1;
         episode_free(&e);
     }
-    double s = now_s() - t0;
+    double s = aimc_now() - t0;
     loader_cursor c;
     loader_cursor_get(l, &c);
     int64_t skipped = 0;

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 void aimc_die(const char *fmt, ...) {
     va_list ap;
@@ -124,4 +125,10 @@ char *aimc_read_file(const char *path, size_t max_bytes, size_t *len, char *err,
     char *buf = aimc_read_stream(f, path, max_bytes, len, err, errlen);
     fclose(f);
     return buf;
+}
+
+double aimc_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }

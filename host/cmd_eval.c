@@ -75,11 +75,6 @@ static int usage(const char *msg, const char *arg) {
     return 2;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* ---- arguments -------------------------------------------------------------------- */
 
@@ -411,13 +406,13 @@ static void run_query(eval_run *r, arena *a, int64_t q) {
     infer_model im = infer_session_model(&r->sess);
     arena_reset(a);
     a->peak = 0;
-    double t0 = now_s();
+    double t0 = aimc_now();
     tensor prompt = infer_build_prompt(&im, a, r->mode, demos, r->k, &items[r->k]);
     size_t device = device_used_bytes(r->sess.be);
     query_result res = {0};
     answer_query(r, a, q, &prompt, &res);
     r->sess.be->sync();
-    r->st.latency[q] = now_s() - t0;
+    r->st.latency[q] = aimc_now() - t0;
     r->st.prompt_len[q] = prompt.shape[1];
     r->st.item_score[q] = res.score;
     size_t arena_peak = a->peak;
@@ -459,9 +454,9 @@ static void run_queries(eval_run *r) {
     check_positions(r, longest + (r->task == EVAL_TASK_HATEFUL ? extra : g.max_new_tokens));
     arena a;
     infer_session_arena(&r->sess, &a, r->cli->arena_mb, longest + extra, g.max_new_tokens, g.num_beams);
-    double t0 = now_s();
+    double t0 = aimc_now();
     for (int64_t q = 0; q < n; q++) run_query(r, &a, q);
-    r->st.wall_s = now_s() - t0;
+    r->st.wall_s = aimc_now() - t0;
     arena_free(&a);
 }
 

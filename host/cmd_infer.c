@@ -177,11 +177,6 @@ static void gen_setup(const infer_run *r, gen_config *g) {
     g->n_stop = o->n_stops;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static void print_result(const infer_run *r, const gen_result *g, double seconds, size_t peak) {
     printf("%s\n", g->text);
@@ -204,7 +199,7 @@ static void generate_answer(infer_run *r) {
     int64_t len = infer_prompt_len(r->sess.m, r->mode, r->demos, r->k, query);
     arena a;
     infer_session_arena(&r->sess, &a, r->cli->arena_mb, len, r->cli->max_new, (int)r->cli->beams);
-    double t0 = now_s();
+    double t0 = aimc_now();
     tensor prompt = infer_build_prompt(&im, &a, r->mode, r->demos, r->k, query);
     gen_config g;
     gen_setup(r, &g);
@@ -212,7 +207,7 @@ static void generate_answer(infer_run *r) {
     char err[1024];
     if (gen_generate(mllm_decoder(r->sess.m), &a, &prompt, &g, &res, err, sizeof err)) aimc_die("%s", err);
     r->sess.be->sync();
-    print_result(r, &res, now_s() - t0, a.peak);
+    print_result(r, &res, aimc_now() - t0, a.peak);
     gen_result_free(&res);
     arena_free(&a);
 }

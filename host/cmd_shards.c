@@ -340,11 +340,6 @@ static void bench_write(const bench_set *b, const char *dir) {
     }
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* Decode + preprocess of image i into out (one image's pixel_values). */
 static void bench_one(const bench_set *b, int64_t i, const preprocess_config *c, const image_decode_opts *o,
@@ -369,7 +364,7 @@ static int64_t bench_time(const bench_set *b, image_format f, const preprocess_c
     *best = INFINITY;
     for (int64_t r = 0; r < rounds; r++) {
         done = 0;
-        double t0 = now_s();
+        double t0 = aimc_now();
 #pragma omp parallel num_threads(threads) reduction(+ : done)
         {
             float *out = aimc_xmalloc((size_t)out_floats * sizeof *out);
@@ -381,7 +376,7 @@ static int64_t bench_time(const bench_set *b, image_format f, const preprocess_c
                 }
             free(out);
         }
-        double s = now_s() - t0;
+        double s = aimc_now() - t0;
         *total += s;
         *best = s < *best ? s : *best;
     }

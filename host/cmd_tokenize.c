@@ -81,11 +81,6 @@ static int decode_one(const tokenizer *tok, const tok_cli *o, const char *arg) {
     return rc;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* Encodes either the whole text at once or line by line; returns ids per pass. */
 static int64_t bench_pass(const tokenizer *tok, const char *text, size_t n, int by_line, tok_ids *ids) {
@@ -105,16 +100,16 @@ static int64_t bench_pass(const tokenizer *tok, const char *text, size_t n, int 
 
 static void bench_mode(const tokenizer *tok, const char *text, size_t n, int by_line, double seconds) {
     tok_ids ids = {0};
-    double t0 = now_s();
+    double t0 = aimc_now();
     int64_t per_pass = bench_pass(tok, text, n, by_line, &ids);
-    double cold = now_s() - t0;
+    double cold = aimc_now() - t0;
     int passes = 0;
-    t0 = now_s();
+    t0 = aimc_now();
     do {
         bench_pass(tok, text, n, by_line, &ids);
         passes++;
-    } while (now_s() - t0 < seconds);
-    double warm = (now_s() - t0) / passes;
+    } while (aimc_now() - t0 < seconds);
+    double warm = (aimc_now() - t0) / passes;
     printf("aimc %-10s %lld tokens/pass  cold %.3f s  warm %.4f s/pass  %.3f Mtok/s  %.2f MB/s  (%d passes)\n",
            by_line ? "per-line" : "whole-text", (long long)per_pass, cold, warm, (double)per_pass / warm / 1e6,
            (double)n / warm / 1e6, passes);

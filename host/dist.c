@@ -23,11 +23,6 @@ static int g_initialized;
 
 /* ---- clock, deadline, errors ---- */
 
-double dist_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Ranks other than 0 wait a little longer than rank 0. In the star, rank 0
  * is the one that knows which rank is missing; giving it the first expiry
@@ -43,11 +38,11 @@ static double grace_s(void) {
 void dist_call_begin(const char *op, int64_t step) {
     g_dist_call.op = op;
     g_dist_call.step = step;
-    g_dist_call.start = dist_now();
+    g_dist_call.start = aimc_now();
     g_dist_call.deadline = g_dist_call.start + g_dist.timeout_s + grace_s();
 }
 
-double dist_call_left(void) { return g_dist_call.deadline - dist_now(); }
+double dist_call_left(void) { return g_dist_call.deadline - aimc_now(); }
 
 const char *dist_call_prefix(char *buf, size_t n) {
     if (g_dist_call.step >= 0)

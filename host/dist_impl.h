@@ -13,14 +13,13 @@ extern "C" {
 typedef struct dist_call {
     const char *op; /* "allreduce", "broadcast", ... */
     int64_t step;   /* DIST_SETUP outside the step loop */
-    double start, deadline; /* dist_now() seconds */
+    double start, deadline; /* aimc_now() seconds */
 } dist_call;
 
 extern dist_info g_dist;      /* rank, world, transport, timeout */
 extern dist_call g_dist_call; /* the current collective */
 
 /* Monotonic clock in seconds. */
-double dist_now(void);
 /* Starts a collective: records op and step, deadline = now + timeout. */
 void dist_call_begin(const char *op, int64_t step);
 /* Seconds left before the current deadline (<= 0: expired). */

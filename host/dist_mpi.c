@@ -59,7 +59,7 @@ static void pause_briefly(void) {
  * first 0.1 s (MPI only progresses inside MPI calls), then sleeps between
  * polls so a rank waiting for a slow peer does not burn a core. */
 static void wait_all(MPI_Request *reqs, const int *peers, int n) {
-    double spin_until = dist_now() + 0.1;
+    double spin_until = aimc_now() + 0.1;
     for (;;) {
         int pending = -1;
         for (int i = 0; i < n; i++) {
@@ -70,7 +70,7 @@ static void wait_all(MPI_Request *reqs, const int *peers, int n) {
         }
         if (pending < 0) return;
         if (dist_call_left() <= 0) dist_fail_timeout(peers[pending]);
-        if (dist_now() > spin_until) pause_briefly();
+        if (aimc_now() > spin_until) pause_briefly();
     }
 }
 

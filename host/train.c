@@ -17,11 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-double train_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---- configuration ---------------------------------------------------------------- */
 
@@ -527,12 +522,12 @@ void train_name_bad_episodes(const trainer *t, const episode *eps, int64_t n, in
 static void run_step(trainer *t, episode *eps, int64_t step, step_result *r) {
     int64_t n = t->cfg->batch * t->cfg->accum;
     memset(r, 0, sizeof *r);
-    double t0 = train_now();
+    double t0 = aimc_now();
     fetch_episodes(t, eps, n);
-    r->t_data = train_now() - t0;
+    r->t_data = aimc_now() - t0;
     t->obj->step(t, eps, n, step, r);
     r->episodes = (double)(n * t->world);
-    r->t_total = train_now() - t0;
+    r->t_total = aimc_now() - t0;
     free_episodes(eps, n);
 }
 
@@ -578,7 +573,7 @@ static void write_metrics(trainer *t, const step_result *r, int64_t step) {
     json_number(f, "comm_s", r->t_comm);
     json_number(f, "episodes_per_s", r->episodes / r->t_total);
     json_number(f, "tokens_per_s", r->tokens / r->t_total);
-    json_number(f, "elapsed_s", train_now() - t->t_start);
+    json_number(f, "elapsed_s", aimc_now() - t->t_start);
     fprintf(f, ",\"skipped\":%d,\"skipped_total\":%llu}\n", r->skipped,
             (unsigned long long)t->prog.skipped_steps);
     fflush(f);
@@ -597,7 +592,7 @@ static void format_split(const step_result *r, char *buf, size_t n) {
 
 static void print_progress(trainer *t, const step_result *r, int64_t step) {
     const train_config *c = t->cfg;
-    double elapsed = train_now() - t->t_start, per_step = elapsed / (double)(step - t->first_step);
+    double elapsed = aimc_now() - t->t_start, per_step = elapsed / (double)(step - t->first_step);
     char eta[32], skips[256], split[96];
     loader_cursor cur;
     loader_cursor_get(t->ld, &cur); /* this rank's data skips (rank 0) */
@@ -685,11 +680,11 @@ static int too_many_bad(const trainer *t, int64_t step) {
 /* The held-out loss (no update; train.h), printed and logged by rank 0. */
 static void run_eval(trainer *t, int64_t step) {
     if (!t->n_eval_global) return;
-    double t0 = train_now(), count;
+    double t0 = aimc_now(), count;
     double loss = t->obj->eval(t, step, &count);
     if (t->rank != 0) return;
     printf("eval  step %lld: held-out loss %.4f (%lld episodes, %.0f %s, %.2f s)\n", (long long)step, loss,
-           (long long)t->n_eval_global, count, t->obj->count_label, train_now() - t0);
+           (long long)t->n_eval_global, count, t->obj->count_label, aimc_now() - t0);
     fflush(stdout);
     if (t->metrics) {
         char key[64];
@@ -761,7 +756,7 @@ int train_run(train_config *c) {
     if (!rc) {
         t.first_step = t.prog.step;
         t.last_step = c->until > 0 && c->until < c->steps ? c->until : c->steps;
-        t.t_start = train_now();
+        t.t_start = aimc_now();
         if (t.prog.step > 0) print_totals(&t, "resumed");
         if (t.prog.step >= t.last_step && t.rank == 0)
             printf(

@@ -116,7 +116,7 @@ static void update(trainer *t, const contrastive_result *cr, int64_t step, step_
 }
 
 static void contrastive_train_step(trainer *t, episode *eps, int64_t n, int64_t step, step_result *r) {
-    double t0 = train_now();
+    double t0 = aimc_now();
     contrastive_owned_batch ob;
     make_batch(t, eps, n, &ob);
     arena_reset(&t->work);
@@ -132,7 +132,7 @@ static void contrastive_train_step(trainer *t, episode *eps, int64_t n, int64_t 
     r->some_rank_bad = r->skipped; /* the loss is global: no rank can tell whose pairs it was */
     if (r->skipped) train_name_bad_episodes(t, eps, n, step, "loss or gradient of the global batch");
     r->comm_in_compute = 1;
-    r->t_compute = train_now() - t0;
+    r->t_compute = aimc_now() - t0;
     contrastive_owned_batch_free(&ob);
 }
 

@@ -126,7 +126,6 @@ int train_metrics_open(trainer *t, char *err, size_t errlen);
 int train_write_text(const char *path, const char *text, char *err, size_t errlen);
 
 /* ---- train.c ---- */
-double train_now(void);
 /* Every rank learns whether every rank is ok; the lowest failing rank
  * prints its err (one line for the whole job). 1 when all are ok. */
 int train_all_ok(const trainer *t, int ok, const char *err, int64_t step);

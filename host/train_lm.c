@@ -125,31 +125,31 @@ static double run_micro_batches(trainer *t, episode *eps, float dscale) {
  * returns the local loss sum, *targets the global target count. */
 static double gradient_pass(trainer *t, episode *eps, int64_t n, int64_t step, int64_t *targets,
                             step_result *r) {
-    double t0 = train_now();
+    double t0 = aimc_now();
     *targets = aim_count_targets(eps, (int)n);
     dist_allreduce_sum(targets, 1, DIST_I64, step); /* before any backward: dscale = 1 / it */
-    double t1 = train_now();
+    double t1 = aimc_now();
     AIMC_CHECK(*targets > 0, "train: step %lld has no target token (episodes always have one)",
                (long long)step);
     projector_zero_grad(&t->proj);
     double local = run_micro_batches(t, eps, (float)(1.0 / (double)*targets));
     train_test_poison(t, step, 0);
     r->t_comm += t1 - t0;
-    r->t_compute += train_now() - t1;
+    r->t_compute += aimc_now() - t1;
     return local;
 }
 
 /* Sums gradients and statistics over ranks, then the optimizer step (skipped
  * when the loss or the gradient norm is not finite). */
 static void update_pass(trainer *t, episode *eps, int64_t n, int64_t step, double local, step_result *r) {
-    double t0 = train_now();
+    double t0 = aimc_now();
     /* whether this rank's own part is already bad, to name its episodes */
     int local_bad = !isfinite(local) || !isfinite(projector_sumsq(&t->proj));
     double stats[3] = {local, 0, local_bad};
     for (int64_t i = 0; i < n; i++) stats[1] += episode_positions(&eps[i], mllm_tokens_per_image(t->mllm));
     allreduce_grads(t, step);
     dist_allreduce_sum(stats, 3, DIST_F64, step);
-    double t1 = train_now();
+    double t1 = aimc_now();
     r->lr = lr_at(&t->sched, step);
     r->loss = stats[0] / r->loss_count;
     r->tokens = stats[1];
@@ -166,7 +166,7 @@ static void update_pass(trainer *t, episode *eps, int64_t n, int64_t step, doubl
         fprintf(stderr, "aimc train: step %lld: every rank's gradient was finite, their sum is not\n",
                 (long long)step);
     r->t_comm += t1 - t0;
-    r->t_compute += train_now() - t1;
+    r->t_compute += aimc_now() - t1;
 }
 
 static void lm_step(trainer *t, episode *eps, int64_t n, int64_t step, step_result *r) {

@@ -47,6 +47,9 @@ void *aimc_grow_at(const char *file, int line, void *p, int64_t *cap, int64_t ne
  * messages. */
 char *aimc_read_file(const char *path, size_t max_bytes, size_t *len, char *err, size_t errlen);
 char *aimc_read_stream(FILE *f, const char *name, size_t max_bytes, size_t *len, char *err, size_t errlen);
+/* Monotonic wall-clock seconds (timings, ETAs, deadlines). */
+double aimc_now(void);
+
 /* Size limits for whole-file reads: far above any real file of the kind. */
 #define AIMC_MAX_CONFIG_BYTES ((size_t)64 << 20)     /* config.json, run configs, processor configs */
 #define AIMC_MAX_TOKENIZER_BYTES ((size_t)256 << 20) /* tokenizer.json (real ones: up to ~35 MB) */

@@ -13,6 +13,7 @@
  * one-line error naming rank, step and operation, and leave no child behind. */
 #include "../host/dist.h"
 #include "../kernels/backend.h"
+#include "../kernels/check.h"
 #include "testlib.h"
 #include <dirent.h>
 #include <errno.h>
@@ -218,11 +219,6 @@ static void setenv_int(const char *name, long v) {
     setenv(name, b, 1);
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* A port that was free a moment ago (bound to 127.0.0.1:0, then closed). */
 static int free_port(void) {
@@ -292,14 +288,14 @@ static int wait_until(pid_t pid, double deadline, double *exited_at) {
     for (;;) {
         pid_t w = waitpid(pid, &status, WNOHANG);
         if (w == pid) break;
-        if (now_s() > deadline) {
+        if (aimc_now() > deadline) {
             kill(pid, SIGKILL);
             waitpid(pid, &status, 0);
             break;
         }
         usleep(5000);
     }
-    if (exited_at) *exited_at = now_s();
+    if (exited_at) *exited_at = aimc_now();
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
@@ -462,7 +458,7 @@ static unsigned char *run_tcp_collectives(size_t *len) {
     int port = free_port();
     pid_t pids[WORLD];
     for (int r = 0; r < WORLD; r++) pids[r] = spawn_tcp_rank("tcp-collectives", "collectives-tcp", r, WORLD, port, "env");
-    double deadline = now_s() + 20;
+    double deadline = aimc_now() + 20;
     for (int r = 0; r < WORLD; r++) {
         int st = wait_until(pids[r], deadline, NULL);
         CHECK(st == 0, "tcp collectives: rank %d exited with %d", r, st);
@@ -484,7 +480,7 @@ static void run_tcp_failure(const char *how, const char *style) {
     snprintf(log, sizeof log, "tcp-%s-%s", how, style);
     int port = free_port();
     pid_t pids[WORLD];
-    double t0 = now_s();
+    double t0 = aimc_now();
     for (int r = 0; r < WORLD; r++) pids[r] = spawn_tcp_rank(log, scen, r, WORLD, port, style);
     int victim = victim_of(how);
     for (int r = 0; r < WORLD; r++) {
@@ -497,7 +493,7 @@ static void run_tcp_failure(const char *how, const char *style) {
         snprintf(want, sizeof want, "aimc: error: rank %d/%d: allreduce at step 7", r, WORLD);
         check_log(log, r, want);
     }
-    int vst = wait_until(pids[victim], now_s() + (strcmp(how, "hang") ? 5 : 0), NULL);
+    int vst = wait_until(pids[victim], aimc_now() + (strcmp(how, "hang") ? 5 : 0), NULL);
     int want_victim = !strcmp(how, "exit") ? 3 : !strcmp(how, "mismatch") ? 1 : 128 + SIGKILL;
     CHECK(vst == want_victim, "%s: the failing rank exited with %d, want %d", log, vst, want_victim);
     if (!strcmp(how, "exit") || !strcmp(how, "kill"))
@@ -523,7 +519,7 @@ static void run_tcp_lonely(int rank) {
     char log[32], want[160];
     snprintf(log, sizeof log, "tcp-lonely%d", rank);
     int port = free_port();
-    double t0 = now_s(), at = 0;
+    double t0 = aimc_now(), at = 0;
     pid_t pid = spawn_tcp_rank(log, "join", rank, 2, port, "env");
     int st = wait_until(pid, t0 + TIMEOUT_S + MARGIN_S, &at);
     CHECK(st == 1, "%s: exited with %d, want 1", log, st);
@@ -562,7 +558,7 @@ static pid_t spawn_mpirun(const char *log, const char *scenario) {
 }
 
 static unsigned char *run_mpi_collectives(size_t *len) {
-    double t0 = now_s();
+    double t0 = aimc_now();
     int st = wait_until(spawn_mpirun("mpi-collectives", "collectives-mpi"), t0 + 25, NULL);
     CHECK(st == 0, "mpi collectives: mpirun exited with %d", st);
     if (st) {
@@ -580,7 +576,7 @@ static void run_mpi_failure(const char *how) {
     char scen[32], log[32];
     snprintf(scen, sizeof scen, "fail-%s", how);
     snprintf(log, sizeof log, "mpi-%s", how);
-    double t0 = now_s(), at = 0;
+    double t0 = aimc_now(), at = 0;
     double limit = TIMEOUT_S + MARGIN_S + 1.0; /* + mpirun's own start-up */
     int st = wait_until(spawn_mpirun(log, scen), t0 + 20, &at);
     CHECK(st != 0, "%s: mpirun exited with %d, want a failure status", log, st);
@@ -613,9 +609,9 @@ static int stray_ranks(void) {
 static void check_no_leftovers(void) {
     errno = 0;
     CHECK(waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD, "a child process is left unreaped");
-    double until = now_s() + 3;
+    double until = aimc_now() + 3;
     int n;
-    while ((n = stray_ranks()) > 0 && now_s() < until) usleep(50000);
+    while ((n = stray_ranks()) > 0 && aimc_now() < until) usleep(50000);
     CHECK(n == 0, "%d rank processes still running after their runs", n);
 }
 
@@ -767,7 +763,7 @@ int main(int argc, char **argv) {
         printf("FAIL: mkdtemp: %s\n", strerror(errno));
         return 1;
     }
-    double t0 = now_s();
+    double t0 = aimc_now();
     test_single_process();
     test_bad_environments();
 
@@ -795,6 +791,6 @@ int main(int argc, char **argv) {
     check_no_leftovers();
     if (getenv("AIMC_DIST_TEST_KEEP")) printf("logs and results kept in %s\n", g_dir);
     else remove_dir();
-    printf("elapsed %.1f s\n", now_s() - t0);
+    printf("elapsed %.1f s\n", aimc_now() - t0);
     return tests_done();
 }

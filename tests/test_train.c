@@ -33,6 +33,7 @@
  * Children run with OMP_WAIT_POLICY=passive: on a loaded 2-core machine
  * spinning OpenMP threads starve the loader's decode threads. */
 #include "../data/loader.h"
+#include "../kernels/check.h"
 #include "../data/synth.h"
 #include "../host/aim.h"
 #include "../host/checkpoint.h"
@@ -65,11 +66,6 @@ static const char *at(const char *name) {
     return buf[k];
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static char *read_text(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -408,9 +404,9 @@ static void test_exact_resume(void) {
 
 /* Waits until path exists (1) or the child exits / time runs out (0). */
 static int wait_for_file(const char *path, pid_t pid, double limit_s) {
-    double t0 = now_s();
+    double t0 = aimc_now();
     struct stat st;
-    while (now_s() - t0 < limit_s) {
+    while (aimc_now() - t0 < limit_s) {
         if (!stat(path, &st)) return 1;
         if (waitpid(pid, NULL, WNOHANG) == pid) return 0;
         usleep(5000);
@@ -455,8 +451,8 @@ static void test_kill_during_write(void) {
     char latest[512];
     snprintf(latest, sizeof latest, "%s/latest", at("torn"));
     int seen = wait_for_file(latest, pid, 30), writing = 0;
-    double t0 = now_s();
-    while (seen && !writing && now_s() - t0 < 30 && waitpid(pid, NULL, WNOHANG) == 0) {
+    double t0 = aimc_now();
+    while (seen && !writing && aimc_now() - t0 < 30 && waitpid(pid, NULL, WNOHANG) == 0) {
         writing = temp_file_in(at("torn"));
         if (!writing) usleep(2000);
     }
@@ -1119,7 +1115,7 @@ int main(void) {
         return tests_done();
     }
     if (!mkdtemp(g_root)) printf("FAIL: mkdtemp: %s\n", strerror(errno)), exit(1);
-    double t0 = now_s();
+    double t0 = aimc_now();
     synth(at("train"), 4, 16, 7);
     synth(at("eval"), 1, 32, 99);
     synth(at("dp"), 6, 2, 11);
@@ -1128,15 +1124,15 @@ int main(void) {
     test_precedence();
     test_refusals();
     test_nonfinite();
-    printf("config and refusals: %.1f s\n", now_s() - t0);
+    printf("config and refusals: %.1f s\n", aimc_now() - t0);
     test_learning();
-    printf("learning: %.1f s\n", now_s() - t0);
+    printf("learning: %.1f s\n", aimc_now() - t0);
     test_exact_resume();
     test_kill_after_checkpoint();
     test_kill_during_write();
-    printf("resume: %.1f s\n", now_s() - t0);
+    printf("resume: %.1f s\n", aimc_now() - t0);
     test_data_parallel();
-    printf("data parallel: %.1f s\n", now_s() - t0);
+    printf("data parallel: %.1f s\n", aimc_now() - t0);
     synth_laion(at("laion"), 4, 64, 5);
     synth_laion(at("clipeval"), 1, 32, 6);
     synth_laion(at("laiondp"), 6, 2, 8);
@@ -1145,7 +1141,7 @@ int main(void) {
     test_clip_resume();
     test_clip_data_parallel();
     test_clip_export();
-    printf("contrastive: %.1f s\n", now_s() - t0);
+    printf("contrastive: %.1f s\n", aimc_now() - t0);
     if (!tl_failed && !getenv("AIMC_TRAIN_TEST_KEEP")) {
         char cmd[600];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_root);
