@@ -29,10 +29,7 @@ static int bank_usage(const char *msg, const char *arg) {
 /* What a build holds. */
 typedef struct bank_build {
     const bank_cli *cli;
-    const backend *be;
-    mllm *m;
-    tokenizer *tok;
-    preprocess_config pp;
+    infer_session s; /* model, tokenizer, preprocessing */
     infer_model im;
     arena a;
     int64_t arena_len; /* the prompt length the arena is sized for */
@@ -76,16 +73,18 @@ static void ensure_arena(bank_build *b, int64_t len) {
     if (len <= b->arena_len) return;
     if (b->arena_len) arena_free(&b->a);
     b->arena_len = len < 256 ? 256 : len;
-    size_t bytes = b->cli->arena_mb > 0 ? (size_t)b->cli->arena_mb << 20 : infer_arena_bytes(b->m, b->arena_len, 0, 1);
-    arena_init(&b->a, b->be, bytes);
+    size_t bytes =
+        b->cli->arena_mb > 0 ? (size_t)b->cli->arena_mb << 20 : infer_arena_bytes(b->s.m, b->arena_len, 0, 1);
+    arena_init(&b->a, b->s.be, bytes);
 }
 
 static void add_demo(bank_build *b, const char *id, const char *image, const char *text, const char *where) {
     char err[4096];
     episode_item it;
-    if (infer_item_load(&it, image, text, b->tok, &b->pp, where, err, sizeof err)) build_fail(b, "%s: %s", where, err);
+    if (infer_item_load(&it, image, text, b->s.tok, &b->s.pp, where, err, sizeof err))
+        build_fail(b, "%s: %s", where, err);
     if (it.n_tokens < 1) build_fail(b, "%s: demonstration '%s' has an empty text", where, id);
-    ensure_arena(b, 1 + mllm_tokens_per_image(b->m) + 1 + it.n_tokens);
+    ensure_arena(b, 1 + mllm_tokens_per_image(b->s.m) + 1 + it.n_tokens);
     size_t mark = b->a.used;
     tensor h = infer_demo_hidden(&b->im, &b->a, &it);
     float *rows = infer_download_f32(&b->a, &h);
@@ -131,23 +130,18 @@ static void read_demos(bank_build *b) {
 static int run_build(const bank_cli *o) {
     bank_build b = {.cli = o};
     char err[4096], text[512];
-    b.be = backend_by_name(o->device);
-    b.m = mllm_load(o->model, b.be, b.be->act_dtype);
-    b.tok = tokenizer_load(o->model, err, sizeof err);
-    if (!b.tok) aimc_die("%s", err);
-    if (preprocess_config_load(&b.pp, o->model, err, sizeof err)) aimc_die("%s", err);
-    int64_t layer = decoder_hidden_index(mllm_decoder(b.m), o->layer);
-    b.im = (infer_model){.m = b.m, .layer = layer};
-    b.w = bank_writer_open(o->out, bank_backbone_text(b.m, text, sizeof text), layer, mllm_d_model(b.m), err,
+    infer_session_load_model(&b.s, o->model, o->device);
+    int64_t layer = decoder_hidden_index(mllm_decoder(b.s.m), o->layer);
+    b.im = (infer_model){.m = b.s.m, .layer = layer};
+    b.w = bank_writer_open(o->out, bank_backbone_text(b.s.m, text, sizeof text), layer, mllm_d_model(b.s.m), err,
                            sizeof err);
     if (!b.w) aimc_die("%s", err);
     read_demos(&b);
     if (bank_writer_finish(b.w, err, sizeof err)) aimc_die("%s", err);
     printf("aimc bank build: %lld demonstrations, %lld rows of %lld floats (layer %lld) -> %s\n",
-           (long long)b.count, (long long)b.rows, (long long)mllm_d_model(b.m), (long long)layer, o->out);
+           (long long)b.count, (long long)b.rows, (long long)mllm_d_model(b.s.m), (long long)layer, o->out);
     if (b.arena_len) arena_free(&b.a);
-    tokenizer_free(b.tok);
-    mllm_free(b.m);
+    infer_session_free(&b.s);
     return 0;
 }
 
