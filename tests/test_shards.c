@@ -1042,29 +1042,9 @@ static void test_synth(void) {
 
 /* ---- aimc shards inspect ---- */
 
-/* Runs `aimc shards ARGS...` in a child; its stdout into out. */
+/* `aimc shards ARGS...` in a child; its stdout and stderr into out. */
 static int run_shards_cmd(int argc, char **argv, char *out, size_t len) {
-    int fd[2];
-    if (pipe(fd)) return -1;
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fd[1], 1);
-        dup2(fd[1], 2);
-        close(fd[0]);
-        int rc = cmd_shards(argc, argv);
-        fflush(stdout);
-        _exit(rc);
-    }
-    close(fd[1]);
-    size_t got = 0;
-    ssize_t k;
-    while (got + 1 < len && (k = read(fd[0], out + got, len - 1 - got)) > 0) got += (size_t)k;
-    out[got] = 0;
-    close(fd[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+    return tl_run_command(cmd_shards, argc, argv, out, len);
 }
 
 static void test_inspect(void) {

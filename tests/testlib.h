@@ -109,7 +109,10 @@ static int tl_in_child;
 int __lsan_is_turned_off(void);
 int __lsan_is_turned_off(void) { return tl_in_child; }
 
-static inline int tl_run_child(void (*fn)(void), char *msg, size_t len) {
+/* Runs fn(arg) in a child with its stderr (and stdout too when
+ * with_stdout) captured into msg; returns its exit status, or 128 + the
+ * signal that ended it. fn returning counts as exit 0. */
+static inline int tl_fork_capture(void (*fn)(void *), void *arg, int with_stdout, char *msg, size_t len) {
     int fd[2];
     if (pipe(fd)) return -1;
     fflush(stdout);
@@ -118,8 +121,10 @@ static inline int tl_run_child(void (*fn)(void), char *msg, size_t len) {
     if (pid == 0) {
         tl_in_child = 1;
         dup2(fd[1], 2);
+        if (with_stdout) dup2(fd[1], 1);
         close(fd[0]);
-        fn();
+        fn(arg);
+        fflush(stdout);
         _exit(0);
     }
     close(fd[1]);
@@ -134,6 +139,38 @@ static inline int tl_run_child(void (*fn)(void), char *msg, size_t len) {
     int status = 0;
     waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+typedef struct tl_void_fn {
+    void (*fn)(void);
+} tl_void_fn;
+
+static inline void tl_call_void(void *f) { ((tl_void_fn *)f)->fn(); }
+
+/* fn() in a child, its stderr into msg: its exit status. */
+static inline int tl_run_child(void (*fn)(void), char *msg, size_t len) {
+    tl_void_fn f = {fn};
+    return tl_fork_capture(tl_call_void, &f, 0, msg, len);
+}
+
+typedef struct tl_command {
+    int (*cmd)(int, char **);
+    int argc;
+    char **argv;
+} tl_command;
+
+static inline void tl_call_command(void *c) {
+    const tl_command *tc = c;
+    int rc = tc->cmd(tc->argc, tc->argv);
+    fflush(stdout);
+    _exit(rc);
+}
+
+/* An aimc subcommand (e.g. cmd_shards) run in a child with ARGV, its stdout
+ * and stderr into out: its exit status. */
+static inline int tl_run_command(int (*cmd)(int, char **), int argc, char **argv, char *out, size_t len) {
+    tl_command c = {cmd, argc, argv};
+    return tl_fork_capture(tl_call_command, &c, 1, out, len);
 }
 
 /* One check: fn exits with `status` and its stderr contains `want`. */
