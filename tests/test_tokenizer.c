@@ -353,6 +353,39 @@ static void check_text_limit(void) {
     tokenizer_free(tok);
 }
 
+/* A normalized added token under a Lowercase normalizer: id_to_token gives
+ * the normalized content, which token_to_id does not know, and decode shows
+ * it too. The expected values are HF tokenizers 0.23.3's on the same JSON
+ * (id_to_token(4) = '<removed s>', token_to_id('<Removed s>') = 4,
+ * token_to_id('<removed s>') = None, decode([4]) = '<removed s>'). */
+static void check_normalized_added_token(void) {
+    char dir[] = "/tmp/aimc_tok_XXXXXX", path[600], err[256] = "";
+    if (!mkdtemp(dir)) return;
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *f = fopen(path, "w");
+    fputs("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2, \"<unk>\": 3},"
+          " \"merges\": [\"a b\"], \"unk_token\": \"<unk>\"}, \"normalizer\": {\"type\": \"Lowercase\"},"
+          " \"added_tokens\": [{\"id\": 4, \"content\": \"<Removed s>\", \"special\": false, \"normalized\": true}]}",
+          f);
+    fclose(f);
+    tokenizer *tok = tokenizer_load(path, err, sizeof err);
+    CHECK(tok, "load: %s", err);
+    if (tok) {
+        const char *s = tokenizer_id_to_token(tok, 4);
+        CHECK(s && !strcmp(s, "<removed s>"), "id_to_token(4) = '%s'", s ? s : "(null)");
+        CHECK(tokenizer_token_to_id(tok, "<Removed s>") == 4 && tokenizer_token_to_id(tok, "<removed s>") == -1,
+              "token_to_id: %d, %d", tokenizer_token_to_id(tok, "<Removed s>"),
+              tokenizer_token_to_id(tok, "<removed s>"));
+        size_t len;
+        char *text = tokenizer_decode(tok, (int32_t[]){4}, 1, 0, &len, err, sizeof err);
+        CHECK(text && !strcmp(text, "<removed s>"), "decode([4]) = '%s' (%s)", text ? text : "(null)", err);
+        free(text);
+        tokenizer_free(tok);
+    }
+    unlink(path);
+    rmdir(dir);
+}
+
 /* A minimal file with merges in both encodings, no unk token: unknown
  * characters vanish (HF drops them), known ones merge. */
 static void check_mini_model(void) {
@@ -464,6 +497,7 @@ int main(void) {
     for (int i = 0; i < 5; i++) check_fixture(&fixtures[i]);
     check_errors();
     check_text_limit();
+    check_normalized_added_token();
     check_mini_model();
     check_threads();
     fuzz_round_trips();

@@ -6,9 +6,23 @@
  *   2  special_tokens_map.json beside CLIP's tokenizer.json and config;
  *   3  tokenizer_config.json beside CLIP's tokenizer.json and special map.
  * A tokenizer that loads then encodes and decodes a few fixed texts; every id
- * must lie inside its vocabulary and decode back without error. */
+ * must lie inside its vocabulary and decode back without error; every
+ * token string must map back to an id, except a normalized added token's
+ * (see tlfz_normalized_added). */
+#include "../../data/tok_internal.h"
 #include "../../data/tokenizer.h"
 #include "fuzz.h"
+
+/* HF's id_to_token gives a normalized added token's *normalized* content,
+ * which its token_to_id does not know (tokenizers 0.23.3: with a Lowercase
+ * normalizer, id_to_token(4) = '<removed s>' for the added '<Removed s>',
+ * token_to_id('<removed s>') = None); aimc does the same, so such ids are
+ * exempt from the round trip. */
+static int tlfz_normalized_added(const tokenizer *tok, int32_t id) {
+    for (int i = 0; i < tok->nadded; i++)
+        if (tok->added[i].id == id && tok->added[i].shown) return 1;
+    return 0;
+}
 
 #define TLFZ_CLIP "tests/fixtures/tokenizers/clip/"
 
@@ -79,7 +93,8 @@ static void tlfz_exercise(const tokenizer *tok) {
     }
     for (int32_t id = -1; id < 40; id++) {
         const char *s = tokenizer_id_to_token(tok, id);
-        if (s) FUZZ_ASSERT(tokenizer_token_to_id(tok, s) >= 0, "token '%s' of id %d has no id", s, id);
+        if (s && !tlfz_normalized_added(tok, id))
+            FUZZ_ASSERT(tokenizer_token_to_id(tok, s) >= 0, "token '%s' of id %d has no id", s, id);
     }
     static const char *const names[] = {"bos_token", "eos_token", "unk_token", "pad_token", "x"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
