@@ -39,7 +39,7 @@ all: $(BUILD)/aimc
 
 # Every compile waits for the Debian packages (also under make -j).
 DEPS_STAMP := $(BUILD)/.deps-installed
-$(DEPS_STAMP): third_party/packages.txt third_party/install.sh
+$(DEPS_STAMP): third_party/packages.txt third_party/packages-optional.txt third_party/install.sh
 	@bash third_party/install.sh
 	@mkdir -p $(dir $@) && touch $@
 deps:
