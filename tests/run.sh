@@ -18,7 +18,7 @@ for t in "$dir"/*; do
   fi
   p=$(echo "$line" | sed -E 's/^([0-9]+) passed.*/\1/'); f=$(echo "$line" | sed -E 's/.*, ([0-9]+) failed.*/\1/')
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; echo "FAIL $name: exit $rc"; fi
-  [ "$f" -gt 0 ] && printf '%s\n' "$out" | grep -E '^FAIL|^aimc' | head -n 40
+  [ "$f" -gt 0 ] && printf '%s\n' "$out" | grep -E '^FAIL|^aimc|AIMC_TEST_SEED' | head -n 40  # the seed repeats the run
   printf '%-28s %s\n' "$name" "$line"
   total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
 done
