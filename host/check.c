@@ -83,10 +83,13 @@ void *aimc_grow_at(const char *file, int line, void *p, int64_t *cap, int64_t ne
     return q;
 }
 
-char *aimc_read_stream(FILE *f, const char *name, size_t max_bytes, size_t *len, char *err, size_t errlen) {
+/* The stream read, starting with first_cap bytes of buffer (a regular file's
+ * size + 2 reads it without a realloc: the last byte shows the end). */
+static char *read_stream(FILE *f, const char *name, size_t max_bytes, int64_t first_cap, size_t *len, char *err,
+                         size_t errlen) {
     int64_t cap = 0;
     size_t n = 0, got;
-    char *buf = aimc_grow(NULL, &cap, 1, 1, 1 << 16);
+    char *buf = aimc_grow(NULL, &cap, 1, 1, first_cap);
     do {
         if (n + 1 == (size_t)cap) buf = aimc_grow(buf, &cap, cap + 1, 1, cap);
         got = fread(buf + n, 1, (size_t)cap - n - 1, f);
@@ -101,6 +104,10 @@ char *aimc_read_stream(FILE *f, const char *name, size_t max_bytes, size_t *len,
     buf[n] = 0;
     if (len) *len = n;
     return buf;
+}
+
+char *aimc_read_stream(FILE *f, const char *name, size_t max_bytes, size_t *len, char *err, size_t errlen) {
+    return read_stream(f, name, max_bytes, 1 << 16, len, err, errlen);
 }
 
 char *aimc_read_file(const char *path, size_t max_bytes, size_t *len, char *err, size_t errlen) {
@@ -122,7 +129,7 @@ char *aimc_read_file(const char *path, size_t max_bytes, size_t *len, char *err,
         aimc_fail_path(err, errlen, path, "cannot open: %s", strerror(errno));
         return NULL;
     }
-    char *buf = aimc_read_stream(f, path, max_bytes, len, err, errlen);
+    char *buf = read_stream(f, path, max_bytes, (int64_t)st.st_size + 2, len, err, errlen);
     fclose(f);
     return buf;
 }
