@@ -28,13 +28,24 @@ TESTS     := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 CUDA_TEST_SRC := $(wildcard tests/cuda/test_*.c)
 CUDA_TESTS    := $(patsubst tests/cuda/%.c,$(BUILD)/tests-cuda/%,$(CUDA_TEST_SRC))
 
-ifeq ($(CUDA),1)
+# CUDA_EMU=1 (make test-cuda-emu): the kernels of kernels/cuda/ compiled as C++ by
+# the host compiler and run by the CPU emulator in tests/cuda/emu/ (its README).
+CUDA_EMU ?= 0
+EMU_DIR  := tests/cuda/emu
+ifeq ($(CUDA_EMU),1)
+EMU_CXXFLAGS := -O2 -g -std=c++17 -Wall -Wextra -Wno-unknown-pragmas -MMD -MP -I$(EMU_DIR)/include $(SAN)
+CFLAGS  += -DAIMC_CUDA -I$(EMU_DIR)/include
+LIB_OBJ += $(patsubst %.cu,$(BUILD)/%.o,$(filter-out kernels/cuda/dist_nccl.cu,$(CUDA_SRC)))
+LIB_OBJ += $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard $(EMU_DIR)/*.cpp))
+LDLIBS  += -lstdc++
+CUDA_TESTS += $(BUILD)/tests-cuda/test_emu
+else ifeq ($(CUDA),1)
 CFLAGS  += -DAIMC_CUDA -I$(CUDA_HOME)/include
 LIB_OBJ += $(patsubst %.cu,$(BUILD)/%.o,$(CUDA_SRC))
 LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart_static -ldl -lrt -lstdc++
 endif
 
-.PHONY: all deps run test test-asan test-cuda bench clean
+.PHONY: all deps run test test-asan test-cuda test-cuda-emu bench clean
 all: $(BUILD)/aimc
 
 # Every compile waits for the Debian packages (also under make -j).
@@ -49,9 +60,20 @@ $(BUILD)/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+ifeq ($(CUDA_EMU),1)
+$(BUILD)/%.o: %.cu $(EMU_DIR)/cu2cpp.sed | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@{ echo '#line 1 "$<"'; sed -E -f $(EMU_DIR)/cu2cpp.sed $<; } > $(BUILD)/$*.emu.cpp
+	$(CXX) $(EMU_CXXFLAGS) -I$(dir $<) -include $(EMU_DIR)/emu_device.h -c $(BUILD)/$*.emu.cpp -o $@
+
+$(BUILD)/%.o: %.cpp | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) -c $< -o $@
+else
 $(BUILD)/%.o: %.cu | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
+endif
 
 $(BUILD)/libaimc.a: $(LIB_OBJ)
 	@rm -f $@
@@ -68,6 +90,11 @@ $(BUILD)/tests/%: tests/%.c $(TEST_HEADERS) $(BUILD)/libaimc.a
 $(BUILD)/tests-cuda/%: tests/cuda/%.c $(TEST_HEADERS) $(BUILD)/libaimc.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(BUILD)/libaimc.a -o $@ $(LDLIBS)
+
+# The emulator's own test (emulated builds only): its driver and its kernels.
+$(BUILD)/tests-cuda/test_emu: $(EMU_DIR)/test_emu.c $(BUILD)/$(EMU_DIR)/selftest_kernels.o $(TEST_HEADERS) $(BUILD)/libaimc.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(BUILD)/$(EMU_DIR)/selftest_kernels.o $(BUILD)/libaimc.a -o $@ $(LDLIBS)
 
 # The main job on the embedded default (CPU when there is no GPU).
 run: deps $(BUILD)/aimc
@@ -89,8 +116,12 @@ test-asan:
 	$(MAKE) BUILD=build-asan CUDA=0 SAN="$(ASAN_FLAGS)" test
 
 test-cuda: deps $(BUILD)/aimc $(CUDA_TESTS)
-	@if [ "$(CUDA)" != 1 ]; then echo "make test-cuda: this build has no CUDA (nvcc not found or CUDA=0)"; exit 1; fi
+	@if [ "$(CUDA)$(CUDA_EMU)" = 00 ]; then echo "make test-cuda: this build has no CUDA (nvcc not found or CUDA=0)"; exit 1; fi
 	@bash tests/run.sh $(BUILD)/tests-cuda
+
+# The cuda suite on the CPU: every kernel run by the emulator (tests/cuda/emu/).
+test-cuda-emu:
+	$(MAKE) BUILD=build-emu CUDA=0 CUDA_EMU=1 test-cuda
 
 clean:
 	rm -rf $(BUILD)

@@ -13,7 +13,8 @@
  * aimc uses (64, 80, 88, 128, plus 8 and 32).
  *
  * Without a usable GPU this prints "cuda tests: no GPU (reason)" and fails:
- * `make test-cuda` is only run where a GPU is expected. */
+ * `make test-cuda` is only run where a GPU is expected, or on the CPU
+ * emulator (`make test-cuda-emu`, tests/cuda/emu/README.md). */
 #include "../../host/ops.h"
 #include "../../kernels/check.h"
 #include "../testlib.h"

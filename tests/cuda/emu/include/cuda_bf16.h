@@ -1,0 +1,2 @@
+/* cuda-emu: bfloat16 lives in emu_device.h. */
+#include "cuda_runtime.h"
