@@ -33,7 +33,7 @@ CUDA_TESTS    := $(patsubst tests/cuda/%.c,$(BUILD)/tests-cuda/%,$(CUDA_TEST_SRC
 CUDA_EMU ?= 0
 EMU_DIR  := tests/cuda/emu
 ifeq ($(CUDA_EMU),1)
-EMU_CXXFLAGS := -O2 -g -std=c++17 -Wall -Wextra -Wno-unknown-pragmas -MMD -MP -I$(EMU_DIR)/include $(SAN)
+EMU_CXXFLAGS := -O2 -g -std=c++17 -DAIMC_CUDA_EMU -Wall -Wextra -Wno-unknown-pragmas -MMD -MP -I$(EMU_DIR)/include $(SAN)
 CFLAGS  += -DAIMC_CUDA -I$(EMU_DIR)/include
 LIB_OBJ += $(patsubst %.cu,$(BUILD)/%.o,$(filter-out kernels/cuda/dist_nccl.cu,$(CUDA_SRC)))
 LIB_OBJ += $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard $(EMU_DIR)/*.cpp))

@@ -33,36 +33,17 @@
  * Each output element is summed by one thread in one order: bitwise
  * reproducible.
  *
- * Performance note: this is the correct, readable baseline. The next steps
- * (unmeasured today) are bf16 tensor-core MMAs (mma.sync on sm_80, wgmma on
- * sm_90a) for the two products of each tile, with cp.async / TMA double
- * buffering of the K and V tiles. */
-#include "cuda_common.cuh"
+ * Which runs: bf16 forwards go to the tensor-core kernel in
+ * attention_mma.cu (attn_fwd_mma); these SIMT kernels do every backward and
+ * the forward for f32 / f16 inputs, odd head dims and misaligned rows (and
+ * all forwards under AIMC_ATTN_SIMT=1). Next steps (unmeasured today): the
+ * backward's products on tensor cores too, cp.async / TMA double buffering
+ * of the K and V tiles, wgmma on sm_90a. */
+#include "attention.cuh"
 
-enum { BQ = 64, BK = 64, ATT_THREADS = 256, PSTRIDE = BK + 1 };
+enum { ATT_THREADS = 256, PSTRIDE = BK + 1 };
 static_assert(BQ == BK && BQ == 4 * 16 && ATT_THREADS == 16 * 16,
               "tiles are 64 x 64, covered by a 16 x 16 thread grid with 4 x 4 elements each");
-
-struct attn_args {
-    const void *q, *k, *v; /* q [B,Tq,Hq,hd]; k, v [B,Tk,Hkv,hd]; one dtype */
-    dtype qkv_dt;
-    const float *key_mask; /* [B,Tk] or NULL */
-    const float *bias;     /* [B,Tq,Tk] or NULL */
-    int64_t B, Tq, Tk, Hq, Hkv, hd;
-    int stride; /* f32 row stride of the shared q/k/v tiles: hd rounded up to odd */
-    float scale;
-    int causal;
-    /* forward */
-    void *out;
-    dtype out_dt;
-    float *lse_out;
-    /* backward */
-    const void *dout, *fwd_out;
-    dtype dout_dt, fwd_out_dt;
-    const float *lse, *delta;
-    void *dq, *dk, *dv;
-    dtype dq_dt, dk_dt, dv_dt;
-};
 
 /* tile[r][d] = x[b, t0 + r, h, d] as f32 for r < 64 (rows past T are 0).
  * Neighbouring threads read neighbouring d: coalesced. */
@@ -73,15 +54,6 @@ static __device__ void load_tile(float *tile, const void *x, dtype dt, int64_t b
         int64_t t = t0 + r;
         tile[r * stride + d] = t < T ? ld(x, dt, ((b * T + t) * H + h) * hd + d) : 0.0f;
     }
-}
-
-/* Score of query i against key j after scaling, bias and masking. */
-static __device__ __forceinline__ float masked_score(const attn_args &a, int64_t b, int64_t i,
-                                                     int64_t j, float dot) {
-    if (i >= a.Tq || j >= a.Tk) return -INFINITY;
-    if (a.causal && j > i + (a.Tk - a.Tq)) return -INFINITY;
-    if (a.key_mask && a.key_mask[b * a.Tk + j] == 0.0f) return -INFINITY;
-    return a.scale * dot + (a.bias ? a.bias[(b * a.Tq + i) * a.Tk + j] : 0.0f);
 }
 
 /* s[i][j] = A[ty + 16i] . Bm[tx + 16j] over hd, for two shared tiles. */
@@ -179,13 +151,6 @@ store_rows(void *x, dtype dt, const float acc[4][NC], const float mul[4], int64_
             if (d < hd) st(x, dt, ((b * T + t) * H + h) * hd + d, acc[i][c] * mul[i]);
         }
     }
-}
-
-/* One past the last key any query of [q0, q0 + 64) may see. */
-static __device__ __forceinline__ int64_t key_end(const attn_args &a, int64_t q0) {
-    if (!a.causal) return a.Tk;
-    int64_t last_q = min(q0 + BQ, a.Tq) - 1;
-    return max((int64_t)0, min(a.Tk, last_q + (a.Tk - a.Tq) + 1));
 }
 
 /* ---- forward -------------------------------------------------------------- */
@@ -407,8 +372,7 @@ static size_t bwd_smem_bytes(int stride) {
     return (size_t)((2 * BQ + 2 * BK) * stride + BQ * PSTRIDE + 2 * BQ) * sizeof(float);
 }
 
-/* Raises the kernel's dynamic shared memory limit to what this call needs. */
-static void allow_smem(const void *kernel, size_t bytes, int64_t hd) {
+void attn_allow_smem(const void *kernel, size_t bytes, int64_t hd) {
     AIMC_CHECK(bytes <= cuda_smem_optin(),
                "cuda attention: head dim %lld needs %zu bytes of shared memory per block, the GPU "
                "allows %zu",
@@ -419,7 +383,7 @@ static void allow_smem(const void *kernel, size_t bytes, int64_t hd) {
 
 template <int NC> static void launch_fwd(const attn_args &a) {
     size_t smem = fwd_smem_bytes(a.stride);
-    allow_smem((const void *)attn_fwd_kernel<NC>, smem, a.hd);
+    attn_allow_smem((const void *)attn_fwd_kernel<NC>, smem, a.hd);
     dim3 grid((unsigned)((a.Tq + BQ - 1) / BQ), (unsigned)a.Hq, (unsigned)a.B);
     attn_fwd_kernel<NC><<<grid, ATT_THREADS, smem, cuda_stream()>>>(a);
     CUDA_LAUNCH_CHECK();
@@ -428,13 +392,13 @@ template <int NC> static void launch_fwd(const attn_args &a) {
 template <int NC> static void launch_bwd(const attn_args &a) {
     size_t smem = bwd_smem_bytes(a.stride);
     if (a.Tk > 0) {
-        allow_smem((const void *)attn_bwd_dkdv_kernel<NC>, smem, a.hd);
+        attn_allow_smem((const void *)attn_bwd_dkdv_kernel<NC>, smem, a.hd);
         dim3 grid((unsigned)((a.Tk + BK - 1) / BK), (unsigned)a.Hkv, (unsigned)a.B);
         attn_bwd_dkdv_kernel<NC><<<grid, ATT_THREADS, smem, cuda_stream()>>>(a);
         CUDA_LAUNCH_CHECK();
     }
     if (a.Tq > 0) {
-        allow_smem((const void *)attn_bwd_dq_kernel<NC>, smem, a.hd);
+        attn_allow_smem((const void *)attn_bwd_dq_kernel<NC>, smem, a.hd);
         dim3 grid((unsigned)((a.Tq + BQ - 1) / BQ), (unsigned)a.Hq, (unsigned)a.B);
         attn_bwd_dq_kernel<NC><<<grid, ATT_THREADS, smem, cuda_stream()>>>(a);
         CUDA_LAUNCH_CHECK();
@@ -501,7 +465,7 @@ static void cuda_attention(tensor *out, tensor *lse, const tensor *q, const tens
     if (!attn_setup(&a, q, k, v, o) || a.Tq == 0) return;
     a.out = out->data, a.out_dt = out->dt;
     a.lse_out = lse ? (float *)lse->data : NULL;
-    DISPATCH_NC(a.hd, launch_fwd, a);
+    if (!attn_fwd_mma(a)) DISPATCH_NC(a.hd, launch_fwd, a);
 }
 
 static void cuda_attention_backward(tensor *dq, tensor *dk, tensor *dv, const tensor *dout,

@@ -290,9 +290,16 @@ typedef struct attn_case {
     int causal, mask, bias, masked_batch; /* masked_batch: batch 1 sees no key */
 } attn_case;
 
+/* bf16 forwards run on tensor cores (attention_mma.cu) unless AIMC_ATTN_SIMT
+ * is set; both are tested. */
+static const char *attn_path(dtype dt) {
+    if (dt != DT_BF16) return "";
+    return getenv("AIMC_ATTN_SIMT") ? " simt-fwd" : " mma-fwd";
+}
+
 static void attn_case_name(char *name, size_t n, const attn_case *t, dtype dt) {
-    snprintf(name, n, "attention %s B%lld Tq%lld Tk%lld Hq%lld Hkv%lld hd%lld%s%s%s%s",
-             dtype_name(dt), (long long)t->b, (long long)t->tq, (long long)t->tk, (long long)t->hq,
+    snprintf(name, n, "attention %s%s B%lld Tq%lld Tk%lld Hq%lld Hkv%lld hd%lld%s%s%s%s",
+             dtype_name(dt), attn_path(dt), (long long)t->b, (long long)t->tq, (long long)t->tk, (long long)t->hq,
              (long long)t->hkv, (long long)t->hd, t->causal ? " causal" : "",
              t->mask ? " mask" : "", t->bias ? " bias" : "",
              t->masked_batch ? " masked-batch" : "");
@@ -371,6 +378,9 @@ static void test_attentions(void) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         test_attention(&cases[i], DT_F32);
         test_attention(&cases[i], DT_BF16);
+        setenv("AIMC_ATTN_SIMT", "1", 1);
+        test_attention(&cases[i], DT_BF16);
+        unsetenv("AIMC_ATTN_SIMT");
     }
 }
 

@@ -128,6 +128,12 @@ static inline T emu_shfl_xor_typed(const char *file, int line, unsigned mask, T 
     return v;
 }
 
+/* mma.sync m16n8k16 bf16 -> f32 (kernels/cuda/mma.cuh gives the fragment
+ * layouts): every lane hands in its fragments, and gets d += A B for its
+ * own four elements of D. */
+void emu_mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2], const char *file,
+                           int line);
+
 /* The dynamic shared memory of the running block (poisoned with 0xff bytes,
  * NaN as floats, at the start of every block). */
 void *emu_dynamic_smem(void);

@@ -151,10 +151,11 @@ struct barrier {
     int line;
 };
 
+enum { SLOT_WORDS = 6 }; /* the most a lane hands in: an mma's a[4] and b[2] */
 struct warp_state {
     barrier bar;
-    unsigned generation;   /* shuffles completed */
-    uint64_t slot[2][WARP]; /* double-buffered by generation */
+    unsigned generation; /* exchanges completed */
+    uint32_t slot[2][WARP][SLOT_WORDS]; /* double-buffered by generation */
 };
 
 /* The running block. */
@@ -231,27 +232,69 @@ void emu_syncthreads(const char *file, int line) {
     yield_to_scheduler();
 }
 
-uint64_t emu_shfl_xor(unsigned mask, uint64_t bits, int lane_mask, int width, const char *file,
-                      int line) {
+/* A warp-wide exchange: the current lane hands in `words`, waits until all
+ * 32 lanes of its warp have (at the same place), and gets every lane's
+ * words. Double buffering by generation makes one barrier enough: a lane
+ * can only overwrite this generation's buffer two exchanges later, after
+ * every lane has passed the next one. */
+static const uint32_t (*warp_exchange(const uint32_t *words, int n, const char *what,
+                                      const char *file, int line))[SLOT_WORDS] {
     fiber &f = current();
     warp_state &w = B.warps[f.warp];
-    char at[160];
-    where(at, sizeof at);
-    if (mask != 0xffffffffu)
-        emu_die("%s: shuffle with mask %#x at %s:%d (the emulator knows full masks only)", at, mask,
-            file, line);
-    if (width != WARP || lane_mask < 0 || lane_mask >= WARP)
-        emu_die("%s: shuffle with width %d, lane mask %d at %s:%d", at, width, lane_mask, file, line);
-    if (w.bar.alive != WARP)
-        emu_die("%s: full-mask shuffle at %s:%d in a warp with %d live lanes (undefined in CUDA)", at,
-            file, line, w.bar.alive);
+    if (w.bar.alive != WARP) {
+        char at[160];
+        where(at, sizeof at);
+        emu_die("%s: %s at %s:%d in a warp with %d live lanes (undefined in CUDA)", at, what, file,
+                line, w.bar.alive);
+    }
     unsigned buf = w.generation & 1;
-    w.slot[buf][f.lane] = bits;
-    arrive(w.bar, file, line, "a shuffle");
+    memcpy(w.slot[buf][f.lane], words, n * sizeof *words);
+    arrive(w.bar, file, line, what);
     f.state = AT_WARP_BARRIER;
     if (w.bar.arrived == WARP) release_warp_barrier(w, f.warp);
     yield_to_scheduler();
-    return w.slot[buf][f.lane ^ lane_mask];
+    return w.slot[buf];
+}
+
+uint64_t emu_shfl_xor(unsigned mask, uint64_t bits, int lane_mask, int width, const char *file,
+                      int line) {
+    if (mask != 0xffffffffu || width != WARP || lane_mask < 0 || lane_mask >= WARP) {
+        char at[160];
+        where(at, sizeof at);
+        emu_die("%s: shuffle with mask %#x, width %d, lane mask %d at %s:%d (the emulator knows "
+                "full-mask, full-width ones)",
+                at, mask, width, lane_mask, file, line);
+    }
+    uint32_t words[2] = {(uint32_t)bits, (uint32_t)(bits >> 32)};
+    const uint32_t(*all)[SLOT_WORDS] = warp_exchange(words, 2, "a full-mask shuffle", file, line);
+    const uint32_t *src = all[current().lane ^ lane_mask];
+    return (uint64_t)src[0] | (uint64_t)src[1] << 32;
+}
+
+/* Element (half) of a lane's bf16 pair register, as a float. */
+static float bf16_half(uint32_t reg, int half) {
+    return __uint_as_float(half ? reg & 0xffff0000u : reg << 16);
+}
+
+void emu_mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2], const char *file,
+                           int line) {
+    uint32_t words[SLOT_WORDS] = {a[0], a[1], a[2], a[3], b[0], b[1]};
+    const uint32_t(*all)[SLOT_WORDS] = warp_exchange(words, SLOT_WORDS, "an mma", file, line);
+    int g = current().lane / 4, t = current().lane % 4;
+    for (int e = 0; e < 4; e++) {
+        int row = g + (e >= 2 ? 8 : 0), col = 2 * t + (e & 1);
+        double acc = 0.0;
+        for (int k = 0; k < 16; k++) {
+            /* A[row][k]: lane 4 (row % 8) + (k % 8) / 2, register (row >= 8) + 2 (k >= 8) */
+            const uint32_t *al = all[4 * (row % 8) + (k % 8) / 2];
+            float av = bf16_half(al[(row >= 8) + 2 * (k >= 8)], k & 1);
+            /* B[k][col]: lane 4 col + (k % 8) / 2, register 4 + (k >= 8) */
+            const uint32_t *bl = all[4 * col + (k % 8) / 2];
+            float bv = bf16_half(bl[4 + (k >= 8)], k & 1);
+            acc += (double)av * bv;
+        }
+        d[e] = (float)((double)d[e] + acc);
+    }
 }
 
 void *emu_dynamic_smem(void) { return B.smem.data(); }
