@@ -33,12 +33,10 @@
  * Each output element is summed by one thread in one order: bitwise
  * reproducible.
  *
- * Which runs: bf16 forwards go to the tensor-core kernel in
- * attention_mma.cu (attn_fwd_mma); these SIMT kernels do every backward and
- * the forward for f32 / f16 inputs, odd head dims and misaligned rows (and
- * all forwards under AIMC_ATTN_SIMT=1). Next steps (unmeasured today): the
- * backward's products on tensor cores too, cp.async / TMA double buffering
- * of the K and V tiles, wgmma on sm_90a. */
+ * Which runs: bf16 attention goes to the tensor-core kernels in
+ * attention_mma.cu (attn_fwd_mma, attn_bwd_mma); these SIMT kernels do f32
+ * and f16 inputs, odd head dims and misaligned rows, and everything under
+ * AIMC_ATTN_SIMT=1. The delta kernel below serves both. */
 #include "attention.cuh"
 
 enum { ATT_THREADS = 256, PSTRIDE = BK + 1 };
@@ -237,17 +235,6 @@ static __global__ void attn_delta_kernel(attn_args a, float *delta) {
     }
 }
 
-/* lse and delta of rows [q0, q0 + 64) of head h into shared memory;
- * rows past Tq get lse = -inf (so P = 0). */
-static __device__ void load_row_stats(float *lse_s, float *delta_s, const attn_args &a, int64_t b,
-                                      int64_t h, int64_t q0) {
-    for (int r = threadIdx.x; r < BQ; r += blockDim.x) {
-        int64_t i = q0 + r, at = (b * a.Hq + h) * a.Tq + i;
-        lse_s[r] = i < a.Tq ? a.lse[at] : -INFINITY;
-        delta_s[r] = i < a.Tq ? a.delta[at] : 0.0f;
-    }
-}
-
 /* p[i][j] = exp(S - lse) for rows ty + 16i (queries from q0) and columns
  * tx + 16j (keys from k0), 0 where masked or the row saw nothing. */
 static __device__ __forceinline__ void recompute_p(float p[4][4], const attn_args &a,
@@ -303,8 +290,7 @@ static __global__ void __launch_bounds__(ATT_THREADS) attn_bwd_dkdv_kernel(attn_
 #pragma unroll
         for (int c = 0; c < NC; c++) dk[i][c] = dv[i][c] = 0.0f;
     /* causal: queries before this one see none of these keys */
-    int64_t q_first = a.causal ? max((int64_t)0, k0 - (a.Tk - a.Tq)) : 0;
-    q_first = q_first / BQ * BQ;
+    const int64_t q_first = first_query_tile(a, k0);
     for (int64_t h = hk * group; h < (hk + 1) * group; h++) {
         for (int64_t q0 = q_first; q0 < a.Tq; q0 += BQ) {
             __syncthreads(); /* the previous tile's readers are done */
@@ -488,7 +474,7 @@ static void cuda_attention_backward(tensor *dq, tensor *dk, tensor *dv, const te
         attn_delta_kernel<<<grid_blocks(rows, 8), 256, 0, cuda_stream()>>>(a, delta);
         CUDA_LAUNCH_CHECK();
     }
-    DISPATCH_NC(a.hd, launch_bwd, a);
+    if (!attn_bwd_mma(a)) DISPATCH_NC(a.hd, launch_bwd, a);
     cuda_tmp_free(delta);
 }
 

@@ -45,12 +45,32 @@ static __device__ __forceinline__ int64_t key_end(const attn_args &a, int64_t q0
     return max((int64_t)0, min(a.Tk, last_q + (a.Tk - a.Tq) + 1));
 }
 
+/* The first 64-query tile that may see keys from k0 on (causal: query i
+ * sees keys up to i + Tk - Tq). */
+static __device__ __forceinline__ int64_t first_query_tile(const attn_args &a, int64_t k0) {
+    int64_t q = a.causal ? max((int64_t)0, k0 - (a.Tk - a.Tq)) : 0;
+    return q / BQ * BQ;
+}
+
+/* lse and delta of rows [q0, q0 + 64) of head h into shared memory;
+ * rows past Tq get lse = -inf (so P = 0). */
+static __device__ void load_row_stats(float *lse_s, float *delta_s, const attn_args &a, int64_t b,
+                                      int64_t h, int64_t q0) {
+    for (int r = threadIdx.x; r < BQ; r += blockDim.x) {
+        int64_t i = q0 + r, at = (b * a.Hq + h) * a.Tq + i;
+        lse_s[r] = i < a.Tq ? a.lse[at] : -INFINITY;
+        delta_s[r] = i < a.Tq ? a.delta[at] : 0.0f;
+    }
+}
+
 /* Raises the kernel's dynamic shared memory limit to what a call needs (dies
  * naming the head dim when the GPU allows less). */
 void attn_allow_smem(const void *kernel, size_t bytes, int64_t hd);
 
-/* The forward on tensor cores when it applies (bf16 q, k, v; even head dim
- * <= 128; 4-byte aligned rows): returns 1 when it ran, 0 to use the SIMT
- * kernel. AIMC_ATTN_SIMT=1 in the environment always says 0 (benchmarks). */
+/* The forward / backward on tensor cores when they apply (bf16 q, k, v and,
+ * backward, dout; even head dim <= 128; 4-byte aligned rows): return 1 when
+ * they ran, 0 to use the SIMT kernels. AIMC_ATTN_SIMT=1 in the environment
+ * always says 0 (benchmarks, tests). The backward needs delta computed. */
 int attn_fwd_mma(const attn_args &a);
+int attn_bwd_mma(const attn_args &a);
 #endif

@@ -290,11 +290,11 @@ typedef struct attn_case {
     int causal, mask, bias, masked_batch; /* masked_batch: batch 1 sees no key */
 } attn_case;
 
-/* bf16 forwards run on tensor cores (attention_mma.cu) unless AIMC_ATTN_SIMT
- * is set; both are tested. */
+/* bf16 attention (forward and backward) runs on tensor cores
+ * (attention_mma.cu) unless AIMC_ATTN_SIMT is set; both are tested. */
 static const char *attn_path(dtype dt) {
     if (dt != DT_BF16) return "";
-    return getenv("AIMC_ATTN_SIMT") ? " simt-fwd" : " mma-fwd";
+    return getenv("AIMC_ATTN_SIMT") ? " simt" : " mma";
 }
 
 static void attn_case_name(char *name, size_t n, const attn_case *t, dtype dt) {
