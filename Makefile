@@ -119,9 +119,11 @@ test-cuda: deps $(BUILD)/aimc $(CUDA_TESTS)
 	@if [ "$(CUDA)$(CUDA_EMU)" = 00 ]; then echo "make test-cuda: this build has no CUDA (nvcc not found or CUDA=0)"; exit 1; fi
 	@bash tests/run.sh $(BUILD)/tests-cuda
 
-# The cuda suite on the CPU: every kernel run by the emulator (tests/cuda/emu/).
+# The cuda suite on the CPU: every kernel run by the emulator (tests/cuda/emu/),
+# under ASan + UBSan (device memory's red zones are poisoned: out-of-bounds
+# reads and writes in kernels stop at their line).
 test-cuda-emu:
-	$(MAKE) BUILD=build-emu CUDA=0 CUDA_EMU=1 test-cuda
+	$(MAKE) BUILD=build-emu CUDA=0 CUDA_EMU=1 SAN="$(ASAN_FLAGS)" test-cuda
 
 clean:
 	rm -rf $(BUILD)

@@ -108,10 +108,10 @@ emu_ctx_start:
     .size emu_ctx_start, .-emu_ctx_start
 )");
 
-struct context {
+struct raw_context {
     void *sp;
 };
-static void context_init(context *c, char *stack_top, void (*entry)(void *), void *arg) {
+static void raw_init(raw_context *c, char *stack_top, void (*entry)(void *), void *arg) {
     uint64_t *sp = (uint64_t *)((uintptr_t)stack_top & ~(uintptr_t)15) - 8;
     memset(sp, 0, 8 * sizeof *sp);
     sp[2] = (uint64_t)entry;         /* r13 */
@@ -119,20 +119,73 @@ static void context_init(context *c, char *stack_top, void (*entry)(void *), voi
     sp[6] = (uint64_t)emu_ctx_start; /* return address of the first switch */
     c->sp = sp;
 }
-static void context_switch(context *from, context *to) { emu_ctx_switch(&from->sp, to->sp); }
+static void raw_switch(raw_context *from, raw_context *to) { emu_ctx_switch(&from->sp, to->sp); }
 #else
-struct context {
+struct raw_context {
     ucontext_t uc;
 };
-static void context_init(context *c, char *stack_top, void (*entry)(void *), void *arg) {
+static void raw_init(raw_context *c, char *stack_top, void (*entry)(void *), void *arg) {
     getcontext(&c->uc);
-    c->uc.uc_stack.ss_sp = stack_top - (STACK_BYTES - 4096);
-    c->uc.uc_stack.ss_size = STACK_BYTES - 4096;
+    c->uc.uc_stack.ss_sp = stack_top - STACK_BYTES;
+    c->uc.uc_stack.ss_size = STACK_BYTES;
     c->uc.uc_link = NULL;
     makecontext(&c->uc, (void (*)(void))entry, 1, arg); /* one pointer-sized argument */
 }
-static void context_switch(context *from, context *to) { swapcontext(&from->uc, &to->uc); }
+static void raw_switch(raw_context *from, raw_context *to) { swapcontext(&from->uc, &to->uc); }
 #endif
+
+/* Under AddressSanitizer every switch is announced, so that it knows which
+ * stack is live (fiber stacks are reused: their shadow is cleared first). */
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define EMU_ASAN 1
+#endif
+#endif
+#ifdef EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+struct context {
+    raw_context raw;
+    const void *stack_bottom; /* the scheduler's is learnt at the first switch */
+    size_t stack_size;
+    void *fake_stack;
+};
+
+static void context_init(context *c, char *stack_top, void (*entry)(void *)) {
+    c->stack_bottom = stack_top - STACK_BYTES, c->stack_size = STACK_BYTES;
+#ifdef EMU_ASAN
+    ASAN_UNPOISON_MEMORY_REGION((void *)c->stack_bottom, c->stack_size);
+#endif
+    raw_init(&c->raw, stack_top, entry, NULL);
+}
+
+/* from_done: `from` never runs again (its fake stack can go). */
+static void context_switch(context *from, context *to, bool from_done) {
+#ifdef EMU_ASAN
+    __sanitizer_start_switch_fiber(from_done ? NULL : &from->fake_stack, to->stack_bottom,
+                                   to->stack_size);
+#else
+    (void)from_done;
+#endif
+    raw_switch(&from->raw, &to->raw);
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(from->fake_stack, NULL, NULL);
+#endif
+}
+
+/* First thing on a new fiber: completes the switch that started it and
+ * learns the scheduler's stack. */
+static void context_started(context *scheduler) {
+#ifdef EMU_ASAN
+    __sanitizer_finish_switch_fiber(NULL, &scheduler->stack_bottom, &scheduler->stack_size);
+#else
+    (void)scheduler;
+#endif
+}
 
 enum fiber_state { RUNNABLE, AT_BLOCK_BARRIER, AT_WARP_BARRIER, DONE };
 
@@ -168,7 +221,8 @@ static struct {
     context scheduler;
     void (*body)(void *);
     void *body_arg;
-    std::vector<char> smem;
+    unsigned char *smem; /* dynamic shared memory: mallocd at its exact size per launch */
+    size_t smem_bytes;
     bool running;
 } B;
 
@@ -194,7 +248,7 @@ static void where(char *buf, size_t n) {
              emu_block_idx.y, emu_block_idx.z, f.tid.x, f.tid.y, f.tid.z);
 }
 
-static void yield_to_scheduler(void) { context_switch(&current().ctx, &B.scheduler); }
+static void yield_to_scheduler(void) { context_switch(&current().ctx, &B.scheduler, false); }
 
 static void release_block_barrier(void) {
     for (int i = 0; i < B.nthreads; i++)
@@ -297,10 +351,19 @@ void emu_mma_m16n8k16_bf16(float d[4], const uint32_t a[4], const uint32_t b[2],
     }
 }
 
-void *emu_dynamic_smem(void) { return B.smem.data(); }
+void *emu_dynamic_smem(void) { return B.smem; }
+
+extern "C" int emu_under_asan(void) {
+#ifdef EMU_ASAN
+    return 1;
+#else
+    return 0;
+#endif
+}
 
 static void fiber_main(void *arg) {
     (void)arg;
+    context_started(&B.scheduler);
     B.body(B.body_arg);
     fiber &f = current();
     warp_state &w = B.warps[f.warp];
@@ -315,7 +378,7 @@ static void fiber_main(void *arg) {
     f.state = DONE;
     B.bar.alive--;
     w.bar.alive--;
-    yield_to_scheduler();
+    context_switch(&f.ctx, &B.scheduler, true);
     emu_die("a finished fiber was resumed");
 }
 
@@ -342,7 +405,7 @@ static void run_block(const dim3 &block) {
         f.tid = uint3{i % block.x, i / block.x % block.y, i / (block.x * block.y)};
         f.warp = i / WARP, f.lane = i % WARP;
         f.state = RUNNABLE;
-        context_init(&f.ctx, stack_top(i), fiber_main, NULL);
+        context_init(&f.ctx, stack_top(i), fiber_main);
     }
     std::vector<int> order;
     order.reserve(B.nthreads);
@@ -356,7 +419,7 @@ static void run_block(const dim3 &block) {
             if (B.fibers[i].state != RUNNABLE) continue;
             B.current = i;
             emu_thread_idx = B.fibers[i].tid;
-            context_switch(&B.scheduler, &B.fibers[i].ctx);
+            context_switch(&B.scheduler, &B.fibers[i].ctx, false);
         }
     }
 }
@@ -376,7 +439,26 @@ static const size_t TOTAL_BYTES = (size_t)80 << 30;
 
 static size_t padded(size_t bytes) { return (bytes + 255) / 256 * 256 + REDZONE; }
 
+/* Under ASan the red zones are poisoned instead: any access to them stops
+ * the process at the kernel's line, reads included. */
+static void poison_redzones(unsigned char *p, size_t bytes, bool poison) {
+#ifdef EMU_ASAN
+    size_t hi = padded(bytes) - bytes;
+    if (poison) {
+        ASAN_POISON_MEMORY_REGION(p - REDZONE, REDZONE);
+        ASAN_POISON_MEMORY_REGION(p + bytes, hi);
+    } else {
+        ASAN_UNPOISON_MEMORY_REGION(p - REDZONE, REDZONE + bytes + hi);
+    }
+#else
+    (void)p, (void)bytes, (void)poison;
+#endif
+}
+
 static void check_redzones(uintptr_t p, const allocation &a, const char *after) {
+#ifdef EMU_ASAN
+    return; /* poisoned: ASan reports the access itself */
+#endif
     const unsigned char *lo = (const unsigned char *)p - REDZONE, *hi = (const unsigned char *)p + a.bytes;
     size_t hi_len = padded(a.bytes) - a.bytes;
     for (size_t i = 0; i < REDZONE; i++)
@@ -401,6 +483,7 @@ static cudaError_t device_alloc(void **p, size_t bytes, const char *how) {
     memset(m, REDZONE_BYTE, REDZONE + padded(bytes));
     memset(m + REDZONE, 0xff, bytes); /* uninitialised device memory reads as NaN */
     *p = m + REDZONE;
+    poison_redzones(m + REDZONE, bytes, true);
     g_allocs[(uintptr_t)*p] = allocation{bytes, how};
     g_live_bytes += bytes;
     return cudaSuccess;
@@ -412,6 +495,7 @@ static cudaError_t device_free(void *p) {
     if (it == g_allocs.end()) emu_die("cudaFree of %p, which is not a device allocation", p);
     check_redzones(it->first, it->second, "a kernel");
     g_live_bytes -= it->second.bytes;
+    poison_redzones((unsigned char *)p, it->second.bytes, false);
     g_allocs.erase(it);
     free((unsigned char *)p - REDZONE);
     return cudaSuccess;
@@ -461,7 +545,9 @@ void emu_run(const char *name, const void *kernel, const emu_cfg &cfg, void (*bo
     }
     B.kernel = name, B.body = body, B.body_arg = ctx, B.running = true;
     emu_block_dim = cfg.block, emu_grid_dim = cfg.grid;
-    B.smem.assign(cfg.smem, 0);
+    free(B.smem);
+    B.smem = (unsigned char *)malloc(cfg.smem ? cfg.smem : 1);
+    B.smem_bytes = cfg.smem;
     uint64_t nblocks = (uint64_t)cfg.grid.x * cfg.grid.y * cfg.grid.z;
     if (nblocks > (1u << 26)) emu_die("%s: a grid of %llu blocks is too large to emulate", name,
                                       (unsigned long long)nblocks);
@@ -471,7 +557,7 @@ void emu_run(const char *name, const void *kernel, const emu_cfg &cfg, void (*bo
     for (int i : order) {
         emu_block_idx = uint3{i % cfg.grid.x, i / cfg.grid.x % cfg.grid.y,
                               i / (cfg.grid.x * cfg.grid.y)};
-        memset(B.smem.data(), 0xff, B.smem.size());
+        memset(B.smem, 0xff, B.smem_bytes);
         run_block(cfg.block);
     }
     B.running = false;
