@@ -6,6 +6,7 @@
 #ifndef AIMC_MODEL_FIXTURE_H
 #define AIMC_MODEL_FIXTURE_H
 #include "testlib.h"
+#include "../host/arena.h"
 #include "../host/safetensors.h"
 #include "../kernels/backend.h"
 #include <cjson/cJSON.h>
@@ -121,12 +122,20 @@ static inline double fx_rel_rows(const float *out, const float *ref, const int32
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
-/* An f32 tensor copied to a new host buffer. */
+/* A float tensor (f32, bf16 or f16, any backend) copied to a new host f32 buffer. */
 static inline float *fx_download_f32(const tensor *t) {
     int64_t n = tensor_numel(t);
     float *h = tl_alloc((size_t)n * sizeof *h);
-    if (t->dt != DT_F32) printf("FAIL: download of a %s tensor\n", dtype_name(t->dt)), exit(1);
-    t->be->download(h, t->data, (size_t)n * sizeof *h);
+    if (t->dt == DT_F32) {
+        t->be->download(h, t->data, (size_t)n * sizeof *h);
+        return h;
+    }
+    if (t->dt != DT_BF16 && t->dt != DT_F16)
+        printf("FAIL: download of a %s tensor as f32\n", dtype_name(t->dt)), exit(1);
+    void *raw = tl_alloc(tensor_bytes(t));
+    t->be->download(raw, t->data, tensor_bytes(t));
+    for (int64_t i = 0; i < n; i++) h[i] = load_as_f32(raw, t->dt, i);
+    free(raw);
     return h;
 }
 
@@ -137,6 +146,17 @@ static inline void fx_poison_tensor(tensor *t) {
     poison(h, n);
     t->be->upload(t->data, h, (size_t)n * sizeof *h);
     free(h);
+}
+
+/* Every byte of the arena's memory set to 0xff: a NaN in f32, bf16 and f16
+ * alike, so values a step reads before writing poison its results. */
+static inline void fx_poison_arena(const arena *a) {
+    size_t chunk = (size_t)1 << 20;
+    unsigned char *ones = tl_alloc(chunk);
+    memset(ones, 0xff, chunk);
+    for (size_t at = 0; at < a->cap; at += chunk)
+        a->be->upload((char *)a->base + at, ones, a->cap - at < chunk ? a->cap - at : chunk);
+    free(ones);
 }
 
 static inline void fx_write_json(const char *path, const cJSON *j) {

@@ -182,16 +182,6 @@ static void case_close(aim_case *c) {
 
 /* ---- helpers -------------------------------------------------------------------------- */
 
-/* NaN over the whole arena, so that unwritten rows poison the result. */
-static void poison_arena(arena *a) {
-    size_t chunk = (size_t)1 << 20, n = chunk / sizeof(float);
-    float *nan = tl_alloc(chunk);
-    poison(nan, (int64_t)n);
-    for (size_t at = 0; at < a->cap; at += chunk)
-        be->upload(a->base + at, nan, a->cap - at < chunk ? a->cap - at : chunk);
-    free(nan);
-}
-
 /* Every gradient buffer of p, concatenated on the host (*n values). */
 static float *grads_of(projector *p, int64_t *n) {
     int64_t total = 0;
@@ -222,7 +212,7 @@ static double rel_scalar(double got, double ref) { return fabs(got - ref) / fabs
 static double fresh_step(aim_case *c, arena *a, const episode *eps, int n, int want_grad,
                          aim_trace *trace) {
     projector_zero_grad(&c->proj);
-    poison_arena(a);
+    fx_poison_arena(a);
     return aim_batch_step_traced(&c->am, a, eps, n, (float)(1.0 / (double)c->n_targets),
                                  want_grad, trace);
 }
@@ -311,7 +301,7 @@ static void check_demos(aim_case *c, arena *a) {
         int64_t at = 0;
         for (int i = 0; i < c->k; i++) {
             const episode_item *demo = &c->eps[e].items[i];
-            poison_arena(a);
+            fx_poison_arena(a);
             arena_reset(a);
             tensor h = aim_demo_hidden(&c->am, a, demo);
             tensor f = aim_fuse_demo(&c->am, a, demo, NULL);
@@ -339,7 +329,7 @@ static void check_micro_batches(aim_case *c, arena *a) {
     double parts = fresh_step(c, a, c->eps, 1, 1, NULL); /* zeroes, then accumulates */
     float dscale = (float)(1.0 / (double)c->n_targets);
     for (int e = 1; e < c->batch; e++) {
-        poison_arena(a);
+        fx_poison_arena(a);
         parts += aim_batch_step(&c->am, a, c->eps + e, 1, dscale, 1);
     }
     float *g_parts = grads_of(&c->proj, &n);
@@ -356,7 +346,7 @@ static void check_no_grad(aim_case *c, arena *a) {
     float *g = grads_of(&c->proj, &n);
     fill_normal(g, n, 1.0);
     set_grads(&c->proj, g);
-    poison_arena(a);
+    fx_poison_arena(a);
     double without = aim_batch_step(&c->am, a, c->eps, c->batch, 0.5f, 0);
     float *after = grads_of(&c->proj, &n);
     CHECK(!memcmp(g, after, (size_t)n * sizeof *g) && rel_scalar(without, with) <= 1e-6,
@@ -387,7 +377,7 @@ static void check_mixed_k(const char *k1_file, const char *k3_file, arena *a) {
     double both = fresh_step(&c1, a, mixed, 2, 1, NULL);
     float *g_both = grads_of(&c1.proj, &n);
     double alone = fresh_step(&c1, a, mixed, 1, 1, NULL);
-    poison_arena(a);
+    fx_poison_arena(a);
     alone += aim_batch_step(&c1.am, a, mixed + 1, 1, (float)(1.0 / (double)c1.n_targets), 1);
     float *g_alone = grads_of(&c1.proj, &n);
     double eg = rel_err_f32(g_both, g_alone, n);
