@@ -82,7 +82,7 @@ $(BUILD)/libaimc.a: $(LIB_OBJ)
 $(BUILD)/aimc: $(BUILD)/host/main.o $(BUILD)/libaimc.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
-TEST_HEADERS := $(wildcard tests/*.h)
+TEST_HEADERS := $(wildcard tests/*.h tests/cuda/*.h)
 $(BUILD)/tests/%: tests/%.c $(TEST_HEADERS) $(BUILD)/libaimc.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(BUILD)/libaimc.a -o $@ $(LDLIBS)

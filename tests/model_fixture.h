@@ -96,6 +96,16 @@ static inline void fx_expect_numel(st_file *f, const char *name, int64_t numel) 
                (long long)numel), exit(1);
 }
 
+/* "<name>.<e>": a per-episode tensor name of the AIM fixtures (four
+ * rotating buffers, so a call can take several). */
+static inline const char *fx_per_ep(const char *name, int e) {
+    static char buf[4][64];
+    static int at;
+    char *s = buf[at++ & 3];
+    snprintf(s, sizeof buf[0], "%s.%d", name, e);
+    return s;
+}
+
 /* The same as fx_read_f32 / fx_read_i32 for a tensor of exactly numel values. */
 static inline float *fx_read_f32_n(st_file *f, const char *name, int64_t numel) {
     fx_expect_numel(f, name, numel);
@@ -120,6 +130,19 @@ static inline double fx_rel_rows(const float *out, const float *ref, const int32
         }
     }
     return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* Tensor `name` of an output file against `ex_name` of an expected one, by
+ * fx_rel_rows over `rows` rows of equal width (mask: only rows whose entry
+ * is 1; NULL: all); INFINITY when either is missing or the sizes differ. */
+static inline double fx_out_vs(st_file *out, const char *name, st_file *ex, const char *ex_name,
+                               const int32_t *mask, int64_t rows) {
+    const st_tensor *t = st_find(out, name), *r = st_find(ex, ex_name);
+    if (!t || !r || fx_numel(t) != fx_numel(r)) return INFINITY;
+    float *got = fx_read_f32(out, name, NULL), *ref = fx_read_f32(ex, ex_name, NULL);
+    double e = fx_rel_rows(got, ref, mask, rows, fx_numel(r) / rows);
+    free(got), free(ref);
+    return e;
 }
 
 /* A float tensor (f32, bf16 or f16, any backend) copied to a new host f32 buffer. */

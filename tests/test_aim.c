@@ -45,15 +45,6 @@ static float scalar_f32(st_file *f, const char *name) {
     return x;
 }
 
-/* "<name>.<e>" */
-static const char *per_ep(const char *name, int e) {
-    static char buf[4][64];
-    static int at;
-    char *s = buf[at++ & 3];
-    snprintf(s, sizeof buf[0], "%s.%d", name, e);
-    return s;
-}
-
 /* ---- models (loaded once) ------------------------------------------------------- */
 
 static mllm *models[2];
@@ -115,10 +106,10 @@ static void set_image(episode_item *it, const float *pixels, const st_tensor *t)
 
 /* Demonstration items of episode e from demo_pixels / demo_ids / demo_lens. */
 static void case_demos(aim_case *c, int e, episode *ep) {
-    float *px = fx_read_f32(c->f, per_ep("demo_pixels", e), NULL);
-    int32_t *ids = fx_read_i32(c->f, per_ep("demo_ids", e), NULL);
-    int32_t *lens = fx_read_i32(c->f, per_ep("demo_lens", e), NULL);
-    const st_tensor *pt = fx_need(c->f, per_ep("demo_pixels", e));
+    float *px = fx_read_f32(c->f, fx_per_ep("demo_pixels", e), NULL);
+    int32_t *ids = fx_read_i32(c->f, fx_per_ep("demo_ids", e), NULL);
+    int32_t *lens = fx_read_i32(c->f, fx_per_ep("demo_lens", e), NULL);
+    const st_tensor *pt = fx_need(c->f, fx_per_ep("demo_pixels", e));
     int64_t plane = 3 * pt->shape[2] * pt->shape[3], at = 0;
     for (int i = 0; i < c->k; i++) {
         episode_item *it = &ep->items[i];
@@ -135,10 +126,10 @@ static void case_demos(aim_case *c, int e, episode *ep) {
 /* The query item: prompt then target ids, flags on the target. */
 static void case_query(aim_case *c, int e, episode_item *it) {
     int64_t np, nt;
-    float *px = fx_read_f32(c->f, per_ep("query_pixels", e), NULL);
-    int32_t *p = fx_read_i32(c->f, per_ep("prompt_ids", e), &np);
-    int32_t *t = fx_read_i32(c->f, per_ep("target_ids", e), &nt);
-    set_image(it, px, fx_need(c->f, per_ep("query_pixels", e)));
+    float *px = fx_read_f32(c->f, fx_per_ep("query_pixels", e), NULL);
+    int32_t *p = fx_read_i32(c->f, fx_per_ep("prompt_ids", e), &np);
+    int32_t *t = fx_read_i32(c->f, fx_per_ep("target_ids", e), &nt);
+    set_image(it, px, fx_need(c->f, fx_per_ep("query_pixels", e)));
     it->n_tokens = np + nt;
     it->tokens = tl_alloc((size_t)(np + nt) * sizeof *it->tokens);
     it->target = tl_alloc((size_t)(np + nt));
@@ -243,7 +234,7 @@ static void check_grads(aim_case *c) {
 static void check_embeds(aim_case *c, const aim_trace *t) {
     for (int e = 0; e < c->batch; e++) {
         int64_t n;
-        float *ref = fx_read_f32(c->f, per_ep("query_embeds", e), &n);
+        float *ref = fx_read_f32(c->f, fx_per_ep("query_embeds", e), &n);
         int64_t rows = n / c->d, real = 0;
         for (int64_t j = 0; j < t->len; j++) real += t->mask[e * t->len + j];
         const float *got = t->embeds + (int64_t)e * t->len * c->d;
@@ -259,7 +250,7 @@ static void check_fused_grad(aim_case *c, const aim_trace *t) {
     int64_t at = 0;
     for (int e = 0; e < c->batch && c->k > 0; e++) {
         int64_t n;
-        float *ref = fx_read_f32(c->f, per_ep("fused_grad", e), &n);
+        float *ref = fx_read_f32(c->f, fx_per_ep("fused_grad", e), &n);
         double err = t->d_fused && at + n <= t->n_fused * c->d
                          ? rel_err_f32(t->d_fused + at, ref, n) : INFINITY;
         printf("  %-34s fused_grad.%d       rel %.2e\n", c->name, e, err);
@@ -295,8 +286,8 @@ static void check_step(aim_case *c, arena *a) {
 static void check_demos(aim_case *c, arena *a) {
     for (int e = 0; e < c->batch && c->k > 0; e++) {
         int64_t n;
-        float *hid_ref = fx_read_f32(c->f, per_ep("hidden", e), &n);
-        float *fus_ref = fx_read_f32(c->f, per_ep("fused", e), NULL);
+        float *hid_ref = fx_read_f32(c->f, fx_per_ep("hidden", e), &n);
+        float *fus_ref = fx_read_f32(c->f, fx_per_ep("fused", e), NULL);
         float *hid = tl_alloc((size_t)n * sizeof *hid), *fus = tl_alloc((size_t)n * sizeof *fus);
         int64_t at = 0;
         for (int i = 0; i < c->k; i++) {

@@ -364,17 +364,6 @@ static void run_cli(const char *model, const char *inputs, const char *out, cons
     CHECK(rc == 0, "aimc forward --model %s: exit %d", model, rc);
 }
 
-/* OUT's tensor against expected's (rows masked when mask is given). */
-static double out_vs(st_file *out, const char *name, st_file *ex, const char *ex_name,
-                     const int32_t *mask, int64_t rows) {
-    const st_tensor *t = st_find(out, name), *r = st_find(ex, ex_name);
-    if (!t || !r || fx_numel(t) != fx_numel(r)) return INFINITY;
-    float *got = fx_read_f32(out, name, NULL), *ref = fx_read_f32(ex, ex_name, NULL);
-    double e = fx_rel_rows(got, ref, mask, rows, fx_numel(r) / rows);
-    free(got), free(ref);
-    return e;
-}
-
 /* LLaVA / BLIP-2 through the CLI, with the default and an explicit layer. */
 static void check_cli_mllm(const char *name, const char *model, const char *data,
                            const char *inputs, const char *img_key) {
@@ -389,10 +378,10 @@ static void check_cli_mllm(const char *name, const char *model, const char *data
         run_cli(model, inputs, out, layers[k]);
         st_file *o = fx_open_st(out);
         int64_t rows = b.B * b.T;
-        double e_log = out_vs(o, "logits", b.ex, "logits", b.mask, rows);
-        double e_hid = out_vs(o, "hidden_states", b.ex, keys[k], b.mask, rows);
-        double e_img = out_vs(o, "image_features", b.ex, img_key, NULL, 1);
-        double e_loss = out_vs(o, "loss", b.ex, "loss", NULL, 1);
+        double e_log = fx_out_vs(o, "logits", b.ex, "logits", b.mask, rows);
+        double e_hid = fx_out_vs(o, "hidden_states", b.ex, keys[k], b.mask, rows);
+        double e_img = fx_out_vs(o, "image_features", b.ex, img_key, NULL, 1);
+        double e_loss = fx_out_vs(o, "loss", b.ex, "loss", NULL, 1);
         const st_tensor *lt = st_find(o, "loss");
         CHECK(e_log <= 1e-4 && e_hid <= 1e-4 && e_img <= 1e-4 && e_loss <= 1e-5 && lt &&
                   lt->ndim == 0,
@@ -421,7 +410,7 @@ static void check_cli_clip(void) {
                                      {"vision_hidden_states", "vision_hidden_states.2"}};
     double worst = 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        double e = out_vs(o, names[i][0], ex, names[i][1], NULL, 1);
+        double e = fx_out_vs(o, names[i][0], ex, names[i][1], NULL, 1);
         CHECK(e <= 1e-4, "clip: aimc forward %s rel err %.2e", names[i][0], e);
         worst = fmax(worst, e);
     }
@@ -444,8 +433,8 @@ static void check_cli_blip2_prepend(void) {
     batch b;
     batch_open(&b, "blip2");
     st_file *o = fx_open_st(out);
-    double e_log = out_vs(o, "logits", b.ex, "logits", b.mask, b.B * b.T);
-    double e_loss = out_vs(o, "loss", b.ex, "loss", NULL, 1);
+    double e_log = fx_out_vs(o, "logits", b.ex, "logits", b.mask, b.B * b.T);
+    double e_loss = fx_out_vs(o, "loss", b.ex, "loss", NULL, 1);
     CHECK(e_log <= 1e-4 && e_loss <= 1e-5,
           "blip2 (queries prepended): logits rel err %.2e, loss %.2e", e_log, e_loss);
     printf("blip2 without image_token_index (queries prepended, I32 ids): logits rel err %.2e, "

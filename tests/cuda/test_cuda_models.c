@@ -76,6 +76,7 @@
  * Without a usable GPU this prints "cuda tests: no GPU (reason)" and fails,
  * as test_cuda_ops does. */
 #include "../testlib.h"
+#include "cuda_test.h"
 #include "../model_fixture.h"
 #include "../../host/aim.h"
 #include "../../host/commands.h"
@@ -178,18 +179,6 @@ static void run_forward_cuda(const char *model, const char *out) {
     CHECK(rc == 0, "aimc forward --device cuda --model %s: exit %d", model, rc);
 }
 
-/* OUT's tensor name against expected's ex_name over rows of equal width
- * (mask: only rows whose entry is 1; NULL: all). */
-static double out_vs(st_file *out, const char *name, st_file *ex, const char *ex_name,
-                     const int32_t *mask, int64_t rows) {
-    const st_tensor *t = st_find(out, name), *r = st_find(ex, ex_name);
-    if (!t || !r || fx_numel(t) != fx_numel(r)) return INFINITY;
-    float *got = fx_read_f32(out, name, NULL), *ref = fx_read_f32(ex, ex_name, NULL);
-    double e = fx_rel_rows(got, ref, mask, rows, fx_numel(r) / rows);
-    free(got), free(ref);
-    return e;
-}
-
 static double scalar(st_file *f, const char *name) {
     float *v = fx_read_f32_n(f, name, 1);
     double x = v[0];
@@ -206,9 +195,9 @@ static void check_forward_mllm(const depth *d) {
     int64_t B = ids->shape[0], T = ids->shape[1], V = fx_need(ex, "logits")->shape[2];
     int32_t *mask = fx_read_i32_n(in, "attention_mask", B * T);
     int32_t *labels = fx_read_i32_n(in, "labels", B * T);
-    double e_log = out_vs(o, "logits", ex, "logits", mask, B * T);
-    double e_hid = out_vs(o, "hidden_states", ex, "hidden_states.2", mask, B * T);
-    double e_img = out_vs(o, "image_features", ex, d->img_key, NULL, 1);
+    double e_log = fx_out_vs(o, "logits", ex, "logits", mask, B * T);
+    double e_hid = fx_out_vs(o, "hidden_states", ex, "hidden_states.2", mask, B * T);
+    double e_img = fx_out_vs(o, "image_features", ex, d->img_key, NULL, 1);
     CHECK(e_log <= tol_logits(d) && e_hid <= tol_logits(d),
           "%s: cuda logits rel err %.2e, last hidden states %.2e (tol %.2e)", d->name, e_log,
           e_hid, tol_logits(d));
@@ -281,10 +270,10 @@ static void check_forward_clip(void) {
     st_file *o = fx_open_st(out.s), *ex = fx_open_st(fx_join(dir.s, "expected.safetensors").s);
     st_file *w = fx_open_st(fx_join(dir.s, "model.safetensors").s);
     double tol = tol_layers(2 + 1); /* 2-layer towers, + 1: embeddings and projections */
-    double e_img = out_vs(o, "image_embeds", ex, "image_embeds", NULL, 1);
-    double e_txt = out_vs(o, "text_embeds", ex, "text_embeds", NULL, 1);
-    double e_th = out_vs(o, "text_hidden_states", ex, "text_hidden_states.2", NULL, 1);
-    double e_vh = out_vs(o, "vision_hidden_states", ex, "vision_hidden_states.2", NULL, 1);
+    double e_img = fx_out_vs(o, "image_embeds", ex, "image_embeds", NULL, 1);
+    double e_txt = fx_out_vs(o, "text_embeds", ex, "text_embeds", NULL, 1);
+    double e_th = fx_out_vs(o, "text_hidden_states", ex, "text_hidden_states.2", NULL, 1);
+    double e_vh = fx_out_vs(o, "vision_hidden_states", ex, "vision_hidden_states.2", NULL, 1);
     CHECK(e_img <= tol && e_txt <= tol && e_th <= tol && e_vh <= tol,
           "clip: cuda embeds rel err image %.2e text %.2e, last hidden states text %.2e vision "
           "%.2e (tol %.2e)", e_img, e_txt, e_th, e_vh, tol);
@@ -458,15 +447,6 @@ static void check_input_grad(const depth *d) {
 
 /* ---- 3. one AIM projector step, cuda vs cpu ------------------------------------------- */
 
-/* "<name>.<e>" */
-static const char *per_ep(const char *name, int e) {
-    static char buf[4][64];
-    static int at;
-    char *s = buf[at++ & 3];
-    snprintf(s, sizeof buf[0], "%s.%d", name, e);
-    return s;
-}
-
 static int32_t scalar_i32(st_file *f, const char *name) {
     int32_t *v = fx_read_i32_n(f, name, 1), x = v[0];
     free(v);
@@ -503,16 +483,16 @@ static void make_episode(st_file *f, int e, int k, episode *ep) {
     ep->items = tl_alloc((size_t)(k + 1) * sizeof *ep->items);
     memset(ep->items, 0, (size_t)(k + 1) * sizeof *ep->items);
     if (k > 0) {
-        int32_t *ids = fx_read_i32(f, per_ep("demo_ids", e), NULL);
-        int32_t *lens = fx_read_i32_n(f, per_ep("demo_lens", e), k);
+        int32_t *ids = fx_read_i32(f, fx_per_ep("demo_ids", e), NULL);
+        int32_t *lens = fx_read_i32_n(f, fx_per_ep("demo_lens", e), k);
         for (int i = 0, at = 0; i < k; at += lens[i], i++)
-            make_item(&ep->items[i], f, per_ep("demo_pixels", e), i, ids + at, lens[i], NULL, 0);
+            make_item(&ep->items[i], f, fx_per_ep("demo_pixels", e), i, ids + at, lens[i], NULL, 0);
         free(ids), free(lens);
     }
     int64_t np, nt;
-    int32_t *p = fx_read_i32(f, per_ep("prompt_ids", e), &np);
-    int32_t *t = fx_read_i32(f, per_ep("target_ids", e), &nt);
-    make_item(&ep->items[k], f, per_ep("query_pixels", e), 0, p, np, t, nt);
+    int32_t *p = fx_read_i32(f, fx_per_ep("prompt_ids", e), &np);
+    int32_t *t = fx_read_i32(f, fx_per_ep("target_ids", e), &nt);
+    make_item(&ep->items[k], f, fx_per_ep("query_pixels", e), 0, p, np, t, nt);
     free(p), free(t);
 }
 
@@ -691,24 +671,10 @@ static void check_aim_step(const char *file, const depth *d) {
 /* ---- driver ------------------------------------------------------------------------------ */
 
 /* backend_cuda, or NULL with the reason; a build without CUDA has none. */
-static const backend *cuda_backend_or_null(char *why, size_t n) {
-#ifdef AIMC_CUDA
-    return backend_cuda(why, n);
-#else
-    snprintf(why, n, "this aimc was built without CUDA");
-    return NULL;
-#endif
-}
 
 int main(void) {
     tests_begin("test_cuda_models");
-    char why[256] = "";
-    GPU = cuda_backend_or_null(why, sizeof why);
-    if (!GPU) {
-        printf("cuda tests: no GPU (%s)\n", why);
-        return 1;
-    }
-    CPU = backend_cpu();
+    cuda_test_backends(&CPU, &GPU);
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/aimc_test_cuda_models_XXXXXX");
     if (!mkdtemp(tmp_dir)) printf("FAIL: mkdtemp\n"), exit(1);
     check_forward_mllm(&LLAVA);

@@ -18,6 +18,7 @@
 #include "../../host/ops.h"
 #include "../../kernels/check.h"
 #include "../testlib.h"
+#include "cuda_test.h"
 
 static const backend *CPU, *GPU;
 
@@ -671,14 +672,6 @@ static void test_sumsq(dtype dt, int64_t n) {
 /* ---- driver ------------------------------------------------------------------- */
 
 /* backend_cuda, or NULL with the reason; a build without CUDA has none. */
-static const backend *cuda_backend_or_null(char *why, size_t n) {
-#ifdef AIMC_CUDA
-    return backend_cuda(why, n);
-#else
-    snprintf(why, n, "this aimc was built without CUDA");
-    return NULL;
-#endif
-}
 
 /* ---- the cases, by family -------------------------------------------------------- */
 
@@ -725,13 +718,7 @@ static void test_losses(void) {
 
 int main(void) {
     tests_begin("test_cuda_ops");
-    char why[256] = "";
-    GPU = cuda_backend_or_null(why, sizeof why);
-    if (!GPU) {
-        printf("cuda tests: no GPU (%s)\n", why);
-        return 1;
-    }
-    CPU = backend_cpu();
+    cuda_test_backends(&CPU, &GPU);
     test_matmuls();
     test_attentions();
     test_pointwise();
