@@ -35,10 +35,11 @@ EMU_DIR  := tests/cuda/emu
 ifeq ($(CUDA_EMU),1)
 EMU_CXXFLAGS := -O2 -g -std=c++17 -DAIMC_CUDA_EMU -Wall -Wextra -Wno-unknown-pragmas -MMD -MP -I$(EMU_DIR)/include $(SAN)
 CFLAGS  += -DAIMC_CUDA -I$(EMU_DIR)/include
-LIB_OBJ += $(patsubst %.cu,$(BUILD)/%.o,$(filter-out kernels/cuda/dist_nccl.cu,$(CUDA_SRC)))
-LIB_OBJ += $(patsubst %.cpp,$(BUILD)/%.o,$(wildcard $(EMU_DIR)/*.cpp))
+LIB_OBJ += $(patsubst %.cu,$(BUILD)/%.o,$(CUDA_SRC))
+LIB_OBJ += $(patsubst %.cpp,$(BUILD)/%.o,$(filter-out $(EMU_DIR)/nccl_fake.cpp,$(wildcard $(EMU_DIR)/*.cpp)))
 LDLIBS  += -lstdc++
 CUDA_TESTS += $(BUILD)/tests-cuda/test_emu
+EMU_NCCL := $(BUILD)/libnccl-emu.so
 else ifeq ($(CUDA),1)
 CFLAGS  += -DAIMC_CUDA -I$(CUDA_HOME)/include
 LIB_OBJ += $(patsubst %.cu,$(BUILD)/%.o,$(CUDA_SRC))
@@ -69,6 +70,11 @@ $(BUILD)/%.o: %.cu $(EMU_DIR)/cu2cpp.sed | $(DEPS_STAMP)
 $(BUILD)/%.o: %.cpp | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_CXXFLAGS) -c $< -o $@
+
+# The emulator's NCCL (multi-rank runs; found next to the binaries).
+$(EMU_NCCL): $(EMU_DIR)/nccl_fake.cpp $(EMU_DIR)/include/nccl.h | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) -fPIC -shared $< -o $@
 else
 $(BUILD)/%.o: %.cu | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
@@ -115,7 +121,7 @@ ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-
 test-asan:
 	$(MAKE) BUILD=build-asan CUDA=0 SAN="$(ASAN_FLAGS)" test
 
-test-cuda: deps $(BUILD)/aimc $(CUDA_TESTS)
+test-cuda: deps $(BUILD)/aimc $(CUDA_TESTS) $(EMU_NCCL)
 	@if [ "$(CUDA)$(CUDA_EMU)" = 00 ]; then echo "make test-cuda: this build has no CUDA (nvcc not found or CUDA=0)"; exit 1; fi
 	@bash tests/run.sh $(BUILD)/tests-cuda
 

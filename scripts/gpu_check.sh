@@ -16,10 +16,15 @@ OUT=${OUT:-gpu-check}
 mkdir -p "$OUT"
 [ -x "$B/aimc" ] || { echo "gpu_check: $B/aimc not found: run scripts/gpu_bundle.sh here first and carry $B" >&2; exit 2; }
 export LD_LIBRARY_PATH="$PWD/$B/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-# cuBLASLt 13: the image's toolkit first, else the pip wheel's copy.
+# cuBLASLt 13: the image's toolkit first, else the pip wheel's copy; NCCL
+# (opened at run time, multi-GPU runs) likewise from its wheel when the
+# system has none.
+wheel_lib() { python3 -c "import nvidia.$1, os; print(os.path.join(nvidia.$1.__path__[0], 'lib'))" 2>/dev/null; }
 if ! ldd "$B/aimc" | grep -q 'libcublasLt.so.13 => /'; then
-  wheel=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(nvidia.cublas.__path__[0], "lib"))' 2>/dev/null)
-  [ -n "$wheel" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$wheel"
+  w=$(wheel_lib cublas); [ -n "$w" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$w"
+fi
+if ! ldconfig -p 2>/dev/null | grep -q 'libnccl.so.2'; then
+  w=$(wheel_lib nccl); [ -n "$w" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$w"
 fi
 status=0
 summary="$OUT/summary.txt"

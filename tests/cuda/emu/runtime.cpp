@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <vector>
 #if !defined(__x86_64__)
 #include <ucontext.h>
@@ -566,6 +567,31 @@ void emu_run(const char *name, const void *kernel, const emu_cfg &cfg, void (*bo
     check_all_redzones(after);
 }
 
+/* ---- NCCL ---------------------------------------------------------------------------------- */
+
+/* Unless AIMC_NCCL_LIB is set, point it at the emulator's NCCL
+ * (libnccl-emu.so beside the binary, or one folder up for the test
+ * binaries): the system's libnccl would look for a real GPU. */
+__attribute__((constructor)) static void choose_fake_nccl(void) {
+    const char *set = getenv("AIMC_NCCL_LIB");
+    if (set && *set) return;
+    char exe[4096], path[4200];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash) return;
+    *slash = 0;
+    const char *const candidates[] = {"%s/libnccl-emu.so", "%s/../libnccl-emu.so"};
+    for (const char *fmt : candidates) {
+        snprintf(path, sizeof path, fmt, exe);
+        if (access(path, R_OK) == 0) {
+            setenv("AIMC_NCCL_LIB", path, 1);
+            return;
+        }
+    }
+}
+
 /* ---- runtime API ----------------------------------------------------------------------- */
 
 extern "C" {
@@ -600,15 +626,21 @@ cudaError_t cudaGetLastError(void) {
     return e;
 }
 
+/* Two devices, so that multi-rank runs give each rank its own (they share
+ * the one emulated memory and properties). */
+enum { DEVICES = 2 };
+
 cudaError_t cudaGetDeviceCount(int *count) {
-    *count = 1;
+    *count = DEVICES;
     return cudaSuccess;
 }
 
-cudaError_t cudaSetDevice(int dev) { return dev == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+cudaError_t cudaSetDevice(int dev) {
+    return dev >= 0 && dev < DEVICES ? cudaSuccess : cudaErrorInvalidDevice;
+}
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int dev) {
-    if (dev != 0) return cudaErrorInvalidDevice;
+    if (dev < 0 || dev >= DEVICES) return cudaErrorInvalidDevice;
     memset(prop, 0, sizeof *prop);
     snprintf(prop->name, sizeof prop->name, "cuda-emu (CPU emulation)");
     prop->major = 9, prop->minor = 0;
@@ -650,7 +682,7 @@ cudaError_t cudaDeviceSynchronize(void) { return cudaStreamSynchronize(NULL); }
 
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t *pool, int dev) {
     *pool = NULL;
-    return dev == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+    return dev >= 0 && dev < DEVICES ? cudaSuccess : cudaErrorInvalidDevice;
 }
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void *value) {
     (void)pool, (void)attr, (void)value;

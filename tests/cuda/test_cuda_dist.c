@@ -1,0 +1,222 @@
+/* test_cuda_dist: data-parallel training on the cuda backend with gradients
+ * summed by NCCL (kernels/cuda/dist_nccl.cu), two ranks on two GPUs (on the
+ * emulator, through its NCCL: tests/cuda/emu/nccl_fake.cpp):
+ *  - 2 ranks x batch 2 == 1 rank x batch 4: the exported projectors agree
+ *    to 1e-4 (each episode's forward and backward are the same computation
+ *    on either side; only the order of the gradient sums differs), and the
+ *    logged losses to 1e-5;
+ *  - rank 0 says nothing of "NCCL unavailable" (the NCCL path ran, not the
+ *    host-memory fallback);
+ *  - a rank killed mid-run ends the other with a one-line error, within the
+ *    collective timeout.
+ * Each run is the aimc binary next to this test's folder (fork + exec), on
+ * 6 synthetic MMC4 shards of 2 documents read in order (with 2 ranks, rank
+ * r's step s is shard 2s + r; with 1 rank and batch 4, shards 2s, 2s + 1).
+ * Needs 2 visible GPUs (the emulator has 2); with fewer it says so and
+ * checks nothing. */
+#include "../../data/synth.h"
+#include "../../host/safetensors.h"
+#include "../../kernels/check.h"
+#include "../model_fixture.h"
+#include "../testlib.h"
+#include <cuda_runtime_api.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+static char tmp_dir[64], aimc_bin[4200];
+
+static const char *at(const char *name) {
+    static char buf[8][512];
+    static int k;
+    char *s = buf[k++ & 7];
+    snprintf(s, sizeof buf[0], "%s/%s", tmp_dir, name);
+    return s;
+}
+
+static int free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len))
+        printf("FAIL: no free port\n"), exit(1);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* `aimc train` of the tiny LLaVA config into out with this batch, as rank
+ * `rank` of `world` (rank < 0: a plain one-rank run), output to log. */
+static pid_t spawn_train(const char *out, const char *batch, int rank, int world, int port,
+                         const char *log) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) dup2(fd, 1), dup2(fd, 2), close(fd);
+    if (rank >= 0) {
+        char v[32];
+        snprintf(v, sizeof v, "%d", rank), setenv("RANK", v, 1);
+        snprintf(v, sizeof v, "%d", world), setenv("WORLD_SIZE", v, 1);
+        snprintf(v, sizeof v, "%d", port), setenv("MASTER_PORT", v, 1);
+        setenv("MASTER_ADDR", "127.0.0.1", 1);
+    }
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    const char *argv[] = {aimc_bin, "train", "--config", "configs/tiny-llava.conf", "--device", "cuda",
+                          "--data", at("shards/*.tar"), "--out", out, "--steps", "3", "--warmup", "1",
+                          "--batch", batch, "--shuffle-shards", "0", "--shuffle-block", "0",
+                          "--save-every", "0", "--log-every", "1", "--dist-timeout", "20", NULL};
+    execv(argv[0], (char *const *)argv);
+    _exit(127);
+}
+
+static int wait_status(pid_t pid) {
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *s = tl_alloc(1 << 20);
+    size_t n = fread(s, 1, (1 << 20) - 1, f);
+    s[n] = 0;
+    fclose(f);
+    return s;
+}
+
+static int run_export(const char *run, const char *out) {
+    char cmd[sizeof aimc_bin + 1200];
+    snprintf(cmd, sizeof cmd, "'%s' export '%s' --out '%s' >/dev/null 2>&1", aimc_bin, run, out);
+    return system(cmd);
+}
+
+/* Largest rel diff over the tensors of two exported projectors. */
+static double projector_diff(const char *a_path, const char *b_path) {
+    st_file *a = fx_open_st(a_path), *b = fx_open_st(b_path);
+    double worst = 0;
+    for (int i = 0; i < st_count(a); i++) {
+        const char *name = st_at(a, i)->name;
+        int64_t n = 0;
+        float *x = fx_read_f32(a, name, &n), *y = fx_read_f32(b, name, NULL);
+        double e = rel_err_f32(x, y, n);
+        worst = e > worst ? e : worst;
+        free(x), free(y);
+    }
+    CHECK(st_count(a) == st_count(b) && st_count(a) > 0, "projectors hold %d and %d tensors",
+          st_count(a), st_count(b));
+    st_close(a), st_close(b);
+    return worst;
+}
+
+/* Step losses logged in a run's log ("step N/3  loss X"). */
+static int losses(const char *log, double out[8]) {
+    char *text = read_text(log);
+    int n = 0;
+    for (char *p = text; p && n < 8 && (p = strstr(p, "  loss ")); p += 7) out[n++] = atof(p + 7);
+    free(text);
+    return n;
+}
+
+static void print_log(const char *what, const char *log) {
+    char *text = read_text(log);
+    printf("%s log:\n%s\n", what, text ? text : "(none)");
+    free(text);
+}
+
+static void test_two_ranks_equal_one(void) {
+    int st1 = wait_status(spawn_train(at("one"), "4", -1, 1, 0, at("one.log")));
+    int port = free_port();
+    pid_t p0 = spawn_train(at("two"), "2", 0, 2, port, at("rank0.log"));
+    pid_t p1 = spawn_train(at("two"), "2", 1, 2, port, at("rank1.log"));
+    int st0 = wait_status(p0), st1b = wait_status(p1);
+    CHECK(st1 == 0, "1 rank x batch 4 failed (exit %d)", st1);
+    CHECK(st0 == 0 && st1b == 0, "2 ranks failed (exits %d, %d)", st0, st1b);
+    if (st1 || st0 || st1b) {
+        print_log("1 rank", at("one.log")), print_log("rank 0", at("rank0.log"));
+        print_log("rank 1", at("rank1.log"));
+        return;
+    }
+    char *log0 = read_text(at("rank0.log"));
+    CHECK(log0 && !strstr(log0, "NCCL unavailable"), "rank 0 did not use NCCL:\n%s", log0);
+    free(log0);
+    double l1[8], l2[8];
+    int n1 = losses(at("one.log"), l1), n2 = losses(at("rank0.log"), l2);
+    CHECK(n1 == 3 && n2 == 3, "logged %d and %d step losses, want 3", n1, n2);
+    for (int i = 0; i < n1 && i < n2; i++)
+        CHECK(fabs(l1[i] - l2[i]) <= 1e-5 * fabs(l1[i]), "step %d loss: 1 rank %.6f, 2 ranks %.6f",
+              i + 1, l1[i], l2[i]);
+    CHECK(run_export(at("one"), at("one.safetensors")) == 0 &&
+              run_export(at("two"), at("two.safetensors")) == 0,
+          "aimc export failed");
+    double e = projector_diff(at("one.safetensors"), at("two.safetensors"));
+    printf("2 ranks (NCCL) x batch 2 vs 1 rank x batch 4: projector rel diff %.3g\n", e);
+    CHECK(e <= 1e-4, "2 ranks x batch 2 vs 1 x 4: projector rel diff %.3g > 1e-4", e);
+}
+
+/* Rank 1 is killed once rank 0 has logged its first step: rank 0 must stop
+ * with one "aimc: error: rank 0/2: ..." line (seen on the emulator: "allreduce
+ * at step 2: ncclAllReduce failed: remote process exited ...") within the
+ * 20 s collective timeout plus a margin. */
+static void test_killed_rank(void) {
+    int port = free_port();
+    setenv("AIMC_TEST_STEP_DELAY_MS", "300", 1); /* keeps the run going while rank 1 dies */
+    pid_t p0 = spawn_train(at("killed"), "2", 0, 2, port, at("k0.log"));
+    pid_t p1 = spawn_train(at("killed"), "2", 1, 2, port, at("k1.log"));
+    unsetenv("AIMC_TEST_STEP_DELAY_MS");
+    double t0 = aimc_now();
+    int stepped = 0;
+    while (!stepped && aimc_now() - t0 < 120 && waitpid(p1, NULL, WNOHANG) == 0) {
+        char *text = read_text(at("k0.log"));
+        stepped = text && strstr(text, "step 1/3");
+        free(text);
+        if (!stepped) usleep(20000);
+    }
+    kill(p1, SIGKILL);
+    wait_status(p1);
+    double t_kill = aimc_now();
+    int st0 = wait_status(p0);
+    double waited = aimc_now() - t_kill;
+    char *log0 = read_text(at("k0.log"));
+    CHECK(stepped, "rank 0 never logged step 1");
+    CHECK(st0 != 0 && log0 && strstr(log0, "aimc: error: rank 0/2"),
+          "rank 0 after rank 1 was killed: exit %d, log:\n%s", st0, log0 ? log0 : "");
+    CHECK(waited < 20 + 15, "rank 0 took %.1f s to stop after rank 1 died", waited);
+    free(log0);
+}
+
+/* 6 shards of 2 documents (see the top of the file). */
+static void make_shards(void) {
+    synth_options o = {.layout = SYNTH_MMC4, .shards = 6, .docs = 2, .image_size = 32, .seed = 11};
+    char err[512];
+    if (synth_write(&o, at("shards"), err, sizeof err) < 0) printf("FAIL: synth: %s\n", err), exit(1);
+}
+
+int main(void) {
+    tests_begin("test_cuda_dist");
+    int gpus = 0;
+    if (cudaGetDeviceCount(&gpus) != cudaSuccess || gpus < 2) {
+        printf("cuda dist: %d GPU(s) visible, 2 needed: nothing checked\n", gpus);
+        return tests_done();
+    }
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) printf("FAIL: readlink /proc/self/exe\n"), exit(1);
+    self[n] = 0;
+    *strrchr(self, '/') = 0;
+    snprintf(aimc_bin, sizeof aimc_bin, "%s/../aimc", self);
+    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/aimc_test_cuda_dist_XXXXXX");
+    if (!mkdtemp(tmp_dir)) printf("FAIL: mkdtemp\n"), exit(1);
+    make_shards();
+    test_two_ranks_equal_one();
+    test_killed_rank();
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
+    if (!tl_failed && system(cmd) != 0) printf("note: could not remove %s\n", tmp_dir);
+    return tests_done();
+}
