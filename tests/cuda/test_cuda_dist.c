@@ -1,17 +1,20 @@
 /* test_cuda_dist: data-parallel training on the cuda backend with gradients
  * summed by NCCL (kernels/cuda/dist_nccl.cu), two ranks on two GPUs (on the
  * emulator, through its NCCL: tests/cuda/emu/nccl_fake.cpp):
- *  - 2 ranks x batch 2 == 1 rank x batch 4: the exported projectors agree
- *    to 1e-4 (each episode's forward and backward are the same computation
- *    on either side; only the order of the gradient sums differs), and the
- *    logged losses to 1e-5;
+ *  - 2 ranks x batch 2 == 1 rank x batch 4, for AIM on the tiny LLaVA (the
+ *    projector gradients all-reduced) and for CLIP's contrastive objective
+ *    (each rank's features gathered from all: grouped broadcasts): the
+ *    exported weights agree to 1e-4 (each sample's forward and backward are
+ *    the same computation on either side; only the order of the gradient
+ *    sums differs), and the logged losses to 1e-5;
  *  - rank 0 says nothing of "NCCL unavailable" (the NCCL path ran, not the
  *    host-memory fallback);
  *  - a rank killed mid-run ends the other with a one-line error, within the
  *    collective timeout.
  * Each run is the aimc binary next to this test's folder (fork + exec), on
- * 6 synthetic MMC4 shards of 2 documents read in order (with 2 ranks, rank
- * r's step s is shard 2s + r; with 1 rank and batch 4, shards 2s, 2s + 1).
+ * 6 synthetic shards of 2 documents (MMC4) or pairs (LAION) read in order
+ * (with 2 ranks, rank r's step s is shard 2s + r; with 1 rank and batch 4,
+ * shards 2s and 2s + 1).
  * Needs 2 visible GPUs (the emulator has 2); with fewer it says so and
  * checks nothing. */
 #include "../../data/synth.h"
@@ -48,10 +51,18 @@ static int free_port(void) {
     return ntohs(a.sin_port);
 }
 
-/* `aimc train` of the tiny LLaVA config into out with this batch, as rank
- * `rank` of `world` (rank < 0: a plain one-rank run), output to log. */
-static pid_t spawn_train(const char *out, const char *batch, int rank, int world, int port,
-                         const char *log) {
+/* What a run trains: AIM on the tiny LLaVA config, or CLIP's projections
+ * (contrastive, whose loss gathers every rank's features: NCCL's grouped
+ * broadcasts). */
+static const char *const LM_ARGS[] = {"--config", "configs/tiny-llava.conf", "--data", NULL, NULL};
+static const char *const CLIP_ARGS[] = {"--objective", "contrastive", "--model",
+                                        "tests/fixtures/models/clip", "--max-text-tokens", "24",
+                                        "--lr", "0.03", "--arena-mb", "32", "--data", NULL, NULL};
+
+/* `aimc train` (objective args, data, this batch) into out, as rank `rank`
+ * of `world` (rank < 0: a plain one-rank run), output to log. */
+static pid_t spawn_train(const char *const *objective, const char *data, const char *out,
+                         const char *batch, int rank, int world, int port, const char *log) {
     fflush(NULL);
     pid_t pid = fork();
     if (pid != 0) return pid;
@@ -65,10 +76,14 @@ static pid_t spawn_train(const char *out, const char *batch, int rank, int world
         setenv("MASTER_ADDR", "127.0.0.1", 1);
     }
     setenv("OMP_WAIT_POLICY", "passive", 1);
-    const char *argv[] = {aimc_bin, "train", "--config", "configs/tiny-llava.conf", "--device", "cuda",
-                          "--data", at("shards/*.tar"), "--out", out, "--steps", "3", "--warmup", "1",
-                          "--batch", batch, "--shuffle-shards", "0", "--shuffle-block", "0",
-                          "--save-every", "0", "--log-every", "1", "--dist-timeout", "20", NULL};
+    const char *argv[48] = {aimc_bin, "train", "--device", "cuda", "--out", out, "--batch", batch,
+                            "--steps", "3", "--warmup", "1", "--shuffle-shards", "0",
+                            "--shuffle-block", "0", "--save-every", "0", "--log-every", "1",
+                            "--workers", "1", "--dist-timeout", "20"};
+    int n = 24;
+    for (int i = 0; objective[i]; i++) argv[n++] = objective[i];
+    argv[n++] = data; /* every objective's list ends with "--data" */
+    argv[n] = NULL;
     execv(argv[0], (char *const *)argv);
     _exit(127);
 }
@@ -129,34 +144,44 @@ static void print_log(const char *what, const char *log) {
     free(text);
 }
 
-static void test_two_ranks_equal_one(void) {
-    int st1 = wait_status(spawn_train(at("one"), "4", -1, 1, 0, at("one.log")));
+/* One objective: 1 rank x batch 4 and 2 ranks x batch 2 on the same
+ * shards (names prefix the runs' folders and logs). */
+static void test_two_ranks_equal_one(const char *name, const char *const *objective,
+                                     const char *data) {
+    char one[64], two[64], log1[64], log_r[2][64];
+    snprintf(one, sizeof one, "%s1", name), snprintf(two, sizeof two, "%s2", name);
+    snprintf(log1, sizeof log1, "%s1.log", name);
+    for (int r = 0; r < 2; r++) snprintf(log_r[r], sizeof log_r[r], "%s2.rank%d.log", name, r);
+    int st1 = wait_status(spawn_train(objective, data, at(one), "4", -1, 1, 0, at(log1)));
     int port = free_port();
-    pid_t p0 = spawn_train(at("two"), "2", 0, 2, port, at("rank0.log"));
-    pid_t p1 = spawn_train(at("two"), "2", 1, 2, port, at("rank1.log"));
+    pid_t p0 = spawn_train(objective, data, at(two), "2", 0, 2, port, at(log_r[0]));
+    pid_t p1 = spawn_train(objective, data, at(two), "2", 1, 2, port, at(log_r[1]));
     int st0 = wait_status(p0), st1b = wait_status(p1);
-    CHECK(st1 == 0, "1 rank x batch 4 failed (exit %d)", st1);
-    CHECK(st0 == 0 && st1b == 0, "2 ranks failed (exits %d, %d)", st0, st1b);
+    CHECK(st1 == 0, "%s: 1 rank x batch 4 failed (exit %d)", name, st1);
+    CHECK(st0 == 0 && st1b == 0, "%s: 2 ranks failed (exits %d, %d)", name, st0, st1b);
     if (st1 || st0 || st1b) {
-        print_log("1 rank", at("one.log")), print_log("rank 0", at("rank0.log"));
-        print_log("rank 1", at("rank1.log"));
+        print_log("1 rank", at(log1)), print_log("rank 0", at(log_r[0]));
+        print_log("rank 1", at(log_r[1]));
         return;
     }
-    char *log0 = read_text(at("rank0.log"));
-    CHECK(log0 && !strstr(log0, "NCCL unavailable"), "rank 0 did not use NCCL:\n%s", log0);
+    char *log0 = read_text(at(log_r[0]));
+    CHECK(log0 && !strstr(log0, "NCCL unavailable"), "%s: rank 0 did not use NCCL:\n%s", name, log0);
     free(log0);
     double l1[8], l2[8];
-    int n1 = losses(at("one.log"), l1), n2 = losses(at("rank0.log"), l2);
-    CHECK(n1 == 3 && n2 == 3, "logged %d and %d step losses, want 3", n1, n2);
+    int n1 = losses(at(log1), l1), n2 = losses(at(log_r[0]), l2);
+    CHECK(n1 == 3 && n2 == 3, "%s: logged %d and %d step losses, want 3", name, n1, n2);
     for (int i = 0; i < n1 && i < n2; i++)
-        CHECK(fabs(l1[i] - l2[i]) <= 1e-5 * fabs(l1[i]), "step %d loss: 1 rank %.6f, 2 ranks %.6f",
-              i + 1, l1[i], l2[i]);
-    CHECK(run_export(at("one"), at("one.safetensors")) == 0 &&
-              run_export(at("two"), at("two.safetensors")) == 0,
-          "aimc export failed");
-    double e = projector_diff(at("one.safetensors"), at("two.safetensors"));
-    printf("2 ranks (NCCL) x batch 2 vs 1 rank x batch 4: projector rel diff %.3g\n", e);
-    CHECK(e <= 1e-4, "2 ranks x batch 2 vs 1 x 4: projector rel diff %.3g > 1e-4", e);
+        CHECK(fabs(l1[i] - l2[i]) <= 1e-5 * fabs(l1[i]),
+              "%s: step %d loss: 1 rank %.6f, 2 ranks %.6f", name, i + 1, l1[i], l2[i]);
+    char st_one[96], st_two[96];
+    snprintf(st_one, sizeof st_one, "%s.safetensors", one);
+    snprintf(st_two, sizeof st_two, "%s.safetensors", two);
+    CHECK(run_export(at(one), at(st_one)) == 0 && run_export(at(two), at(st_two)) == 0,
+          "%s: aimc export failed", name);
+    double e = projector_diff(at(st_one), at(st_two));
+    printf("%s: 2 ranks (NCCL) x batch 2 vs 1 rank x batch 4: trained weights' rel diff %.3g\n",
+           name, e);
+    CHECK(e <= 1e-4, "%s: 2 ranks x batch 2 vs 1 x 4: rel diff %.3g > 1e-4", name, e);
 }
 
 /* Rank 1 is killed once rank 0 has logged its first step: rank 0 must stop
@@ -166,8 +191,8 @@ static void test_two_ranks_equal_one(void) {
 static void test_killed_rank(void) {
     int port = free_port();
     setenv("AIMC_TEST_STEP_DELAY_MS", "300", 1); /* keeps the run going while rank 1 dies */
-    pid_t p0 = spawn_train(at("killed"), "2", 0, 2, port, at("k0.log"));
-    pid_t p1 = spawn_train(at("killed"), "2", 1, 2, port, at("k1.log"));
+    pid_t p0 = spawn_train(LM_ARGS, at("shards/*.tar"), at("killed"), "2", 0, 2, port, at("k0.log"));
+    pid_t p1 = spawn_train(LM_ARGS, at("shards/*.tar"), at("killed"), "2", 1, 2, port, at("k1.log"));
     unsetenv("AIMC_TEST_STEP_DELAY_MS");
     double t0 = aimc_now();
     int stepped = 0;
@@ -190,11 +215,11 @@ static void test_killed_rank(void) {
     free(log0);
 }
 
-/* 6 shards of 2 documents (see the top of the file). */
-static void make_shards(void) {
-    synth_options o = {.layout = SYNTH_MMC4, .shards = 6, .docs = 2, .image_size = 32, .seed = 11};
+/* 6 shards of 2 MMC4 documents or LAION pairs (see the top of the file). */
+static void make_shards(const char *dir, synth_layout layout, uint64_t seed) {
+    synth_options o = {.layout = layout, .shards = 6, .docs = 2, .image_size = 32, .seed = seed};
     char err[512];
-    if (synth_write(&o, at("shards"), err, sizeof err) < 0) printf("FAIL: synth: %s\n", err), exit(1);
+    if (synth_write(&o, at(dir), err, sizeof err) < 0) printf("FAIL: synth: %s\n", err), exit(1);
 }
 
 int main(void) {
@@ -212,8 +237,10 @@ int main(void) {
     snprintf(aimc_bin, sizeof aimc_bin, "%s/../aimc", self);
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/aimc_test_cuda_dist_XXXXXX");
     if (!mkdtemp(tmp_dir)) printf("FAIL: mkdtemp\n"), exit(1);
-    make_shards();
-    test_two_ranks_equal_one();
+    make_shards("shards", SYNTH_MMC4, 11);
+    make_shards("laion", SYNTH_LAION, 8);
+    test_two_ranks_equal_one("aim", LM_ARGS, at("shards/*.tar"));
+    test_two_ranks_equal_one("clip", CLIP_ARGS, at("laion/*.tar"));
     test_killed_rank();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
