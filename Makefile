@@ -128,8 +128,15 @@ test-cuda: deps $(BUILD)/aimc $(CUDA_TESTS) $(EMU_NCCL)
 # The cuda suite on the CPU: every kernel run by the emulator (tests/cuda/emu/),
 # under ASan + UBSan (device memory's red zones are poisoned: out-of-bounds
 # reads and writes in kernels stop at their line).
+# Then the benchmark program end to end at 1/32 of its sizes (a smoke run: it
+# must finish and write its table; the numbers mean nothing).
 test-cuda-emu:
-	$(MAKE) BUILD=build-emu CUDA=0 CUDA_EMU=1 SAN="$(ASAN_FLAGS)" test-cuda
+	$(MAKE) BUILD=build-emu CUDA=0 CUDA_EMU=1 SAN="$(ASAN_FLAGS)" test-cuda build-emu/bench/aimc-bench
+	@mkdir -p build-emu/bench-smoke && rm -f build-emu/bench-smoke/*.md
+	@AIMC_BENCH_SHRINK=32 build-emu/bench/aimc-bench build-emu/bench-smoke > build-emu/bench-smoke/log 2>&1 \
+	  && ls build-emu/bench-smoke/perf-*.md >/dev/null \
+	  && echo "aimc-bench smoke run on the emulator: table written" \
+	  || { tail -20 build-emu/bench-smoke/log; echo "aimc-bench smoke run failed"; exit 1; }
 
 clean:
 	rm -rf $(BUILD)

@@ -47,6 +47,12 @@ static result results[MAX_RESULTS];
 static int nresults;
 static double copy_gbs, gemm_tflops; /* the ceilings */
 
+/* AIMC_BENCH_SHRINK=N divides every size but head counts and head dims by
+ * N: a smoke run of this program (e.g. on the CPU emulator of CUDA, where
+ * full sizes would take hours). Its numbers and shape labels mean nothing. */
+static int64_t g_shrink = 1;
+static int64_t sz(int64_t full) { return full / g_shrink > 0 ? full / g_shrink : 1; }
+
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -61,7 +67,7 @@ static void record(const char *name, const char *shape, double seconds, double a
     snprintf(r->shape, sizeof r->shape, "%s", shape);
     r->seconds = seconds, r->amount = amount, r->kind = kind;
     double rate = kind == BYTES ? amount / seconds / 1e9 : amount / seconds / 1e12;
-    printf("%-28s %-30s %10.1f us  %8.1f %s\n", name, shape, seconds * 1e6, rate,
+    printf("%-32s %-30s %10.1f us  %8.1f %s\n", name, shape, seconds * 1e6, rate,
            kind == BYTES ? "GB/s" : "TFLOP/s");
     fflush(stdout);
 }
@@ -124,7 +130,7 @@ static void release(tensor *t) { be->release(t->data); }
 /* ---- the ceilings ------------------------------------------------------------- */
 
 static void bench_ceilings(void) {
-    int64_t n = (int64_t)1 << 28; /* 1 GiB of f32 */
+    int64_t n = sz((int64_t)1 << 28); /* 1 GiB of f32 */
     tensor a = DEV(DT_F32, n), b = DEV(DT_F32, n);
     be->zero(a.data, tensor_bytes(&a));
     BENCH("copy d2d (ceiling)", "1 GiB", 2.0 * (double)tensor_bytes(&a), BYTES,
@@ -132,7 +138,7 @@ static void bench_ceilings(void) {
     copy_gbs = results[nresults - 1].amount / results[nresults - 1].seconds / 1e9;
     release(&a), release(&b);
 
-    int64_t s = 8192;
+    int64_t s = sz(8192);
     tensor x = DEV(DT_BF16, s, s), w = DEV(DT_BF16, s, s), y = DEV(DT_BF16, s, s);
     fill(&x, -1, 1), fill(&w, -1, 1);
     BENCH("matmul bf16 (ceiling)", "8192^3", 2.0 * (double)s * s * s, FLOPS,
@@ -144,7 +150,7 @@ static void bench_ceilings(void) {
 /* ---- kernels at aimc's shapes -------------------------------------------------- */
 
 static void bench_matmuls(void) {
-    const int64_t T = 2048, D = 4096, F = 11008, V = 32064;
+    const int64_t T = sz(2048), D = sz(4096), F = sz(11008), V = sz(32064);
     const int64_t outs[3] = {D, F, V};
     const char *names[3] = {"matmul qkvo 4096", "matmul ffn up 11008", "matmul lm head 32064"};
     tensor x = DEV(DT_BF16, T, D);
@@ -214,11 +220,15 @@ static void bench_attention(void) {
         {"llama-7b", 1, 2048, 32, 128, 1}, {"clip-l-336", 8, 577, 16, 64, 0},
         {"opt-2.7b", 1, 2048, 32, 80, 1},
     };
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) bench_attention_shape(&shapes[i]);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        attn_shape s = shapes[i];
+        s.t = sz(s.t);
+        bench_attention_shape(&s);
+    }
 }
 
 static void bench_norms(void) {
-    const int64_t T = 2048, D = 4096;
+    const int64_t T = sz(2048), D = sz(4096);
     double act = (double)T * D * 2; /* bytes of one bf16 [T, D] activation */
     tensor x = DEV(DT_BF16, T, D), y = DEV(DT_BF16, T, D), dy = DEV(DT_BF16, T, D),
            dx = DEV(DT_BF16, T, D);
@@ -230,7 +240,7 @@ static void bench_norms(void) {
     tensor *all[] = {&x, &y, &dy, &dx, &w, &dw, &rstd};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) release(all[i]);
 
-    const int64_t R = 8 * 577, C = 1024; /* CLIP ViT-L/14-336, batch 8 */
+    const int64_t R = sz(8 * 577), C = sz(1024); /* CLIP ViT-L/14-336, batch 8 */
     double cact = (double)R * C * 2;
     tensor cx = DEV(DT_BF16, R, C), cy = DEV(DT_BF16, R, C), cdy = DEV(DT_BF16, R, C),
            cdx = DEV(DT_BF16, R, C);
@@ -246,7 +256,7 @@ static void bench_norms(void) {
 }
 
 static void bench_pointwise(void) {
-    const int64_t T = 2048, F = 11008, D = 4096, V = 32064, H = 32, HD = 128;
+    const int64_t T = sz(2048), F = sz(11008), D = sz(4096), V = sz(32064), H = 32, HD = 128;
     double ffn = (double)T * F * 2;
     tensor g = DEV(DT_BF16, T, F), u = DEV(DT_BF16, T, F), y = DEV(DT_BF16, T, F),
            dy = DEV(DT_BF16, T, F);
@@ -278,14 +288,14 @@ static void bench_pointwise(void) {
 }
 
 static void bench_losses(void) {
-    const int64_t T = 2048, V = 32064;
+    const int64_t T = sz(2048), V = sz(32064);
     tensor logits = DEV(DT_F32, T, V), loss = DEV(DT_F32, T), tg = DEV(DT_I32, T);
     fill(&logits, -8, 8), fill_ints(&tg, (int32_t)V);
     BENCH("cross_entropy (in place)", "[2048,32064] f32", 2.0 * T * V * 4, BYTES,
           be->cross_entropy(&loss, &logits, &tg, 1.0f / (float)T));
     release(&logits), release(&loss), release(&tg);
 
-    const int64_t n = (int64_t)4096 * 4096; /* a 16.8M-parameter projector */
+    const int64_t n = sz((int64_t)4096 * 4096); /* a 16.8M-parameter projector */
     tensor p = DEV(DT_F32, n), g = DEV(DT_F32, n), m = DEV(DT_F32, n), v = DEV(DT_F32, n),
            s = DEV(DT_F32, 1);
     fill(&p, -1, 1), fill(&g, -1, 1);
@@ -374,6 +384,9 @@ static void write_report(const char *dir, const char *sdpa_csv, const struct cud
     cudaRuntimeGetVersion(&rt);
     cudaDriverGetVersion(&drv);
     fprintf(f, "# aimc cuda kernels on %s\n\n", prop->name);
+    if (g_shrink > 1)
+        fprintf(f, "**Smoke run (AIMC_BENCH_SHRINK=%lld): sizes divided, labels and numbers "
+                   "meaningless.**\n\n", (long long)g_shrink);
     fprintf(f,
             "Measured by `make bench` (tests/cuda/bench.c) on %s; %d SMs, CUDA runtime %d, driver "
             "%d.\n",
@@ -402,6 +415,8 @@ static void write_report(const char *dir, const char *sdpa_csv, const struct cud
 
 int main(int argc, char **argv) {
     const char *dir = argc > 1 ? argv[1] : "docs", *sdpa_csv = argc > 2 ? argv[2] : NULL;
+    const char *shrink = getenv("AIMC_BENCH_SHRINK");
+    if (shrink && atoll(shrink) > 1) g_shrink = atoll(shrink);
     char why[256] = "";
     be = backend_cuda(why, sizeof why);
     if (!be) {

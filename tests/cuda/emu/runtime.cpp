@@ -222,7 +222,7 @@ static struct {
     context scheduler;
     void (*body)(void *);
     void *body_arg;
-    unsigned char *smem; /* dynamic shared memory: mallocd at its exact size per launch */
+    unsigned char *smem; /* dynamic shared memory: malloc'd at its exact size per launch */
     size_t smem_bytes;
     bool running;
 } B;
@@ -634,6 +634,13 @@ cudaError_t cudaGetDeviceCount(int *count) {
     *count = DEVICES;
     return cudaSuccess;
 }
+
+/* As the CUDA 13.0 toolkit this emulates. */
+cudaError_t cudaRuntimeGetVersion(int *version) {
+    *version = 13000;
+    return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int *version) { return cudaRuntimeGetVersion(version); }
 
 cudaError_t cudaSetDevice(int dev) {
     return dev >= 0 && dev < DEVICES ? cudaSuccess : cudaErrorInvalidDevice;
