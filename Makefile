@@ -132,6 +132,9 @@ test-cuda: deps $(BUILD)/aimc $(CUDA_TESTS) $(EMU_NCCL)
 # must finish and write its table; the numbers mean nothing).
 test-cuda-emu:
 	$(MAKE) BUILD=build-emu CUDA=0 CUDA_EMU=1 SAN="$(ASAN_FLAGS)" test-cuda build-emu/bench/aimc-bench
+	@echo "test_cuda_ops again, cuBLASLt taking every element-aligned pointer (as on a GPU):"
+	@AIMC_CUDA_EMU_LT_ALIGN=2 build-emu/tests-cuda/test_cuda_ops | tail -n 1 | grep -q ' 0 failed' \
+	  || { AIMC_CUDA_EMU_LT_ALIGN=2 build-emu/tests-cuda/test_cuda_ops | grep -E '^FAIL|failed'; exit 1; }
 	@mkdir -p build-emu/bench-smoke && rm -f build-emu/bench-smoke/*.md
 	@AIMC_BENCH_SHRINK=32 build-emu/bench/aimc-bench build-emu/bench-smoke > build-emu/bench-smoke/log 2>&1 \
 	  && ls build-emu/bench-smoke/perf-*.md >/dev/null \

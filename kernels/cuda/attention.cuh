@@ -1,7 +1,7 @@
 /* What the attention kernels share (attention.cu: the f32 SIMT kernels for
  * every dtype, forward and backward; attention_mma.cu: the bf16 tensor-core
- * forward): the launch arguments, the masking rule and the 64 x 64 tiling of
- * queries and keys. */
+ * forward and backward): the launch arguments, the masking rule and the
+ * 64 x 64 tiling of queries and keys. */
 #ifndef AIMC_CUDA_ATTENTION_CUH
 #define AIMC_CUDA_ATTENTION_CUH
 #include "cuda_common.cuh"

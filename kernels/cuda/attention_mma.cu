@@ -7,7 +7,7 @@
  * Tiles. A block has 4 warps; each warp owns 16 rows (queries, or keys in
  * the dK/dV kernel) of a 64-row tile. The head dim is padded with zeros to
  * HDP = 16 KD (KD = 1, 2, 4, 5, 6 or 8: head dims up to 16, 32, 64, 80,
- * 96 (88), 128). Tiles are staged in shared memory as bf16, row-major
+ * 96 and 128; EVA ViT-g's 88 runs padded to 96). Tiles are staged in shared memory as bf16, row-major
  * ([row][d], stride HDP + 8) when a product reads them along d, and
  * transposed ([d][row], stride 64 + 8) when it reads them along the rows,
  * so that every fragment register is one aligned 32-bit load; the 8-element
@@ -391,29 +391,31 @@ template <int KD> static void bwd_kd(const attn_args &a) {
 
 static bool aligned4(const void *p) { return ((uintptr_t)p & 3) == 0; }
 
-/* The padded head dim's KD when the tensor-core kernels apply, else 0. */
-static int mma_kd(const attn_args &a, bool backward) {
+/* The kernels' variants by padded head dim (KD = 1, 2, 4, 5, 6, 8). */
+typedef void (*launcher)(const attn_args &);
+static const launcher FWD[] = {fwd_kd<1>, fwd_kd<2>, fwd_kd<4>, fwd_kd<5>, fwd_kd<6>, fwd_kd<8>};
+static const launcher BWD[] = {bwd_kd<1>, bwd_kd<2>, bwd_kd<4>, bwd_kd<5>, bwd_kd<6>, bwd_kd<8>};
+
+/* The variant (index into FWD / BWD) when the tensor-core kernels apply,
+ * else -1. */
+static int mma_variant(const attn_args &a, bool backward) {
     const char *simt = getenv("AIMC_ATTN_SIMT"); /* read per call: the benchmark flips it */
-    if (simt && *simt && strcmp(simt, "0") != 0) return 0;
-    if (a.qkv_dt != DT_BF16 || a.hd % 2 || a.hd > 128) return 0;
-    if (!aligned4(a.q) || !aligned4(a.k) || !aligned4(a.v)) return 0;
-    if (backward && (a.dout_dt != DT_BF16 || !aligned4(a.dout))) return 0;
-    static const int kd_for[9] = {0, 1, 2, 4, 4, 5, 6, 8, 8}; /* by ceil(hd / 16) */
-    return kd_for[(a.hd + 15) / 16];
+    if (simt && *simt && strcmp(simt, "0") != 0) return -1;
+    if (a.qkv_dt != DT_BF16 || a.hd % 2 || a.hd > 128) return -1;
+    if (!aligned4(a.q) || !aligned4(a.k) || !aligned4(a.v)) return -1;
+    if (backward && (a.dout_dt != DT_BF16 || !aligned4(a.dout))) return -1;
+    static const int by_steps[9] = {-1, 0, 1, 2, 2, 3, 4, 5, 5}; /* by ceil(hd / 16) */
+    return by_steps[(a.hd + 15) / 16];
 }
 
-#define DISPATCH_KD(kd, fn, a)                                                                         switch (kd) {                                                                                      case 1: fn<1>(a); break;                                                                           case 2: fn<2>(a); break;                                                                           case 4: fn<4>(a); break;                                                                           case 5: fn<5>(a); break;                                                                           case 6: fn<6>(a); break;                                                                           default: fn<8>(a); break;                                                                          }
-
 int attn_fwd_mma(const attn_args &a) {
-    int kd = mma_kd(a, false);
-    if (!kd) return 0;
-    DISPATCH_KD(kd, fwd_kd, a);
-    return 1;
+    int v = mma_variant(a, false);
+    if (v >= 0) FWD[v](a);
+    return v >= 0;
 }
 
 int attn_bwd_mma(const attn_args &a) {
-    int kd = mma_kd(a, true);
-    if (!kd) return 0;
-    DISPATCH_KD(kd, bwd_kd, a);
-    return 1;
+    int v = mma_variant(a, true);
+    if (v >= 0) BWD[v](a);
+    return v >= 0;
 }

@@ -179,7 +179,9 @@ static int init_device(int dev, char *err, size_t errlen) {
     uint64_t keep = UINT64_MAX; /* never hand pooled memory back to the driver at a sync */
     CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     CUDA_CHECK(cudaMalloc(&g_error_flag, sizeof(int)));
-    CUDA_CHECK(cudaMemset(g_error_flag, 0, sizeof(int)));
+    /* on the stream every kernel runs on: the legacy stream does not order
+     * with a non-blocking one */
+    CUDA_CHECK(cudaMemsetAsync(g_error_flag, 0, sizeof(int), g_stream));
     CUBLAS_CHECK(cublasLtCreate(&g_lt));
     CUDA_CHECK(cudaMalloc(&g_lt_workspace, g_lt_workspace_bytes));
     return 1;

@@ -13,8 +13,8 @@
  * alignment of a row view), goes through f32 copies in aligned temporaries:
  * exact, slower, and rare in aimc (the trainable projector is small).
  * The bias is fused as cuBLASLt's BIAS epilogue when its dtype equals out's
- * (and cuBLASLt has an algorithm with it), else added by a small kernel
- * after the product.
+ * and it is 16-byte aligned (and cuBLASLt has an algorithm with it), else
+ * added by a small kernel after the product.
  *
  * Plans (descriptors, layouts and the heuristic's algorithm) are cached per
  * shape, type, transpose and pointer-alignment key, so steady-state calls
@@ -116,8 +116,8 @@ static int pick_algo(gemm_plan *p, const gemm_key *k) {
     return 1;
 }
 
-/* bias: the call's bias pointer (or NULL); the heuristic reads its
- * alignment from the descriptor. Returns 0 when cuBLASLt has no algorithm. */
+/* bias: the call's bias pointer (or NULL; 16-byte aligned, see cuda_gemm).
+ * Returns 0 when cuBLASLt has no algorithm. */
 static int build_plan(gemm_plan *p, const gemm_key *k, const void *bias) {
     p->key = *k;
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -264,7 +264,10 @@ void cuda_gemm(void *out, dtype out_dt, const void *a, dtype a_dt, const void *b
         return;
     }
     if (direct_combination(a_dt, b_dt, out_dt)) {
-        const void *epi_bias = bias && bias_dt == out_dt ? bias : NULL;
+        /* The epilogue reads the bias with vector loads: only a 16-byte aligned
+         * one (a sliced bias may be less; the heuristic is not told). */
+        const void *epi_bias =
+            bias && bias_dt == out_dt && ptr_alignment(bias) >= 16 ? bias : NULL;
         int applied =
             lt_matmul(out, out_dt, a, b, a_dt, epi_bias, m, n, k, trans_a, trans_b, alpha, beta);
         if (applied >= 0) {

@@ -232,10 +232,11 @@ static void test_matmul(const mm_case *t) {
     dual a = dual_rows(&a_full, extra, a_full.c.shape[0] - extra);
     dual b = t->trans_b ? DUAL(t->b_dt, t->n, t->k) : DUAL(t->b_dt, t->k, t->n);
     dual out = DUAL(t->out_dt, t->m, t->n),
-         bias = DUAL(t->bias ? (dtype)(t->bias - 1) : DT_F32, t->n);
+         bias_full = DUAL(t->bias ? (dtype)(t->bias - 1) : DT_F32, t->n + extra);
+    dual bias = dual_rows(&bias_full, extra, t->n); /* misaligned too: no bias epilogue */
     dual_rand(&a_full, -1, 1);
     dual_rand(&b, -1, 1);
-    dual_rand(&bias, -1, 1);
+    dual_rand(&bias_full, -1, 1);
     float *out0 = dual_fill(&out, -1, 1);
     const tensor *bc = t->bias ? &bias.c : NULL, *bg = t->bias ? &bias.g : NULL;
     op_matmul(&out.c, &a.c, &b.c, bc, t->trans_a, t->trans_b, t->beta);
@@ -245,7 +246,7 @@ static void test_matmul(const mm_case *t) {
     int all_f32 = t->a_dt == DT_F32 && t->b_dt == DT_F32 && t->out_dt == DT_F32;
     expect_close(name, "out", &out, all_f32 ? TOL_F32 : TOL_BF16);
     free(out0);
-    dual_free(&a_full), dual_free(&b), dual_free(&out), dual_free(&bias);
+    dual_free(&a_full), dual_free(&b), dual_free(&out), dual_free(&bias_full);
 }
 
 static void test_matmuls(void) {

@@ -4,10 +4,18 @@
  *     D = alpha op(A) op(B) + beta C (+ bias[r] with CUBLASLT_EPILOGUE_BIAS),
  * op(A) m x k, op(B) k x n, C and D m x n, the bias of D's type, alpha and
  * beta f32 host values, C not read when beta is 0, C and D may be the same
- * matrix. Inconsistent shapes are CUBLAS_STATUS_INVALID_VALUE. The
- * heuristic refuses (CUBLAS_STATUS_NOT_SUPPORTED) any pointer aligned to less
- * than 16 bytes, so aimc's fallback path is exercised as well. */
+ * matrix. Inconsistent shapes are CUBLAS_STATUS_INVALID_VALUE.
+ *
+ * The heuristic refuses (CUBLAS_STATUS_NOT_SUPPORTED) a pointer aligned to
+ * less than AIMC_CUDA_EMU_LT_ALIGN bytes (default 16), so aimc's fallback
+ * path is exercised; `make test-cuda-emu` also runs test_cuda_ops with 2,
+ * where every element-aligned pointer gets an algorithm, as on a GPU. The
+ * algorithm remembers the alignments it was chosen for, and a matmul handed
+ * less aligned pointers stops the process, as does a bias epilogue whose
+ * bias is aligned to less than 16 bytes (its vector loads may fault on a
+ * GPU). */
 #include "emu_internal.h"
+#include <stdlib.h>
 
 struct emu_lt {
     int unused;
@@ -65,6 +73,30 @@ static bool shapes(const emu_lt_desc *d, const emu_lt_layout *a, const emu_lt_la
 }
 
 static uint64_t span(const emu_lt_layout *l) { return (l->cols - 1) * (uint64_t)l->ld + l->rows; }
+
+static uint32_t min_alignment(void) {
+    const char *s = getenv("AIMC_CUDA_EMU_LT_ALIGN");
+    long v = s && *s ? strtol(s, NULL, 10) : 16;
+    return v > 0 ? (uint32_t)v : 16;
+}
+
+/* Largest power of two (up to 256) dividing the address. */
+static uint64_t alignment_of(const void *p) {
+    uint64_t u = (uintptr_t)p, a = 1;
+    while (a < 256 && (u & (2 * a - 1)) == 0) a *= 2;
+    return a;
+}
+
+/* Dies when an operand is less aligned than the algorithm was chosen for. */
+static void check_promised(const cublasLtMatmulAlgo_t *algo, const void *const ptrs[4]) {
+    static const char *const names[4] = {"A", "B", "C", "D"};
+    for (int i = 0; i < 4; i++)
+        if (algo && ptrs[i] && alignment_of(ptrs[i]) < algo->data[i])
+            emu_die("cublasLtMatmul: %s at %p is aligned to %llu bytes; its algorithm was chosen "
+                    "for %llu",
+                    names[i], ptrs[i], (unsigned long long)alignment_of(ptrs[i]),
+                    (unsigned long long)algo->data[i]);
+}
 
 extern "C" {
 
@@ -169,8 +201,9 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     if (!h || !d || !pref || requested < 1 || !shapes(d, a, b, c, dd, &m, &n, &k))
         return CUBLAS_STATUS_INVALID_VALUE;
     for (uint32_t al : pref->align)
-        if (al < 16) return CUBLAS_STATUS_NOT_SUPPORTED;
+        if (al < min_alignment()) return CUBLAS_STATUS_NOT_SUPPORTED;
     memset(&results[0], 0, sizeof results[0]);
+    for (int i = 0; i < 4; i++) results[0].algo.data[i] = pref->align[i]; /* A, B, C, D */
     *found = 1;
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -181,7 +214,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
                               cublasLtMatrixLayout_t lc, void *dd, cublasLtMatrixLayout_t ld,
                               const cublasLtMatmulAlgo_t *algo, void *workspace,
                               size_t workspace_bytes, cudaStream_t s) {
-    (void)algo, (void)workspace, (void)workspace_bytes, (void)s;
+    (void)workspace, (void)workspace_bytes, (void)s;
     uint64_t m, n, k;
     if (!h || !d || !shapes(d, la, lb, lc, ld, &m, &n, &k)) return CUBLAS_STATUS_INVALID_VALUE;
     float al, be;
@@ -191,8 +224,15 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     emu_require_device(b, span(lb) * type_size(lb->type), "cublasLtMatmul B");
     emu_require_device(dd, span(ld) * type_size(ld->type), "cublasLtMatmul D");
     if (be != 0.0f) emu_require_device(c, span(lc) * type_size(lc->type), "cublasLtMatmul C");
-    if (d->epilogue == CUBLASLT_EPILOGUE_BIAS)
+    if (d->epilogue == CUBLASLT_EPILOGUE_BIAS) {
         emu_require_device(d->bias, m * type_size(ld->type), "cublasLtMatmul bias");
+        if (alignment_of(d->bias) < 16)
+            emu_die("cublasLtMatmul: the BIAS epilogue's bias at %p is aligned to %llu bytes "
+                    "(its vector loads may fault on a GPU: 16 needed)",
+                    d->bias, (unsigned long long)alignment_of(d->bias));
+    }
+    const void *const ptrs[4] = {a, b, be != 0.0f ? c : NULL, dd};
+    check_promised(algo, ptrs);
     for (uint64_t j = 0; j < n; j++)
         for (uint64_t i = 0; i < m; i++) {
             double acc = 0.0;

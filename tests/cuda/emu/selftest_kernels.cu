@@ -162,3 +162,48 @@ extern "C" void emu_case_launch_errors(int errors[3]) {
 
 extern "C" unsigned short emu_bf16_bits(float v) { return __bfloat16_as_ushort(__float2bfloat16_rn(v)); }
 extern "C" unsigned short emu_half_bits(float v) { return __half_as_ushort(__float2half_rn(v)); }
+
+/* ---- mma.sync m16n8k16, fragments built from the PTX ISA's own formulas -------- */
+
+#include "../../../kernels/cuda/mma.cuh"
+
+static __device__ uint32_t bf16_pair(float lo, float hi) {
+    return (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
+           (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16;
+}
+
+/* d (16 x 8, row-major) = A (16 x 16, row-major) B (16 x 8, row-major) by one
+ * mma. The ISA ("Matrix fragments for mma.m16n8k16", .bf16), with
+ * groupID = lane >> 2 and threadID_in_group = lane % 4:
+ *   a_i (i < 8): row groupID for i in {0,1,4,5}, else groupID + 8;
+ *                col threadID_in_group * 2 + (i & 1), + 8 for i >= 4;
+ *   b_i (i < 4): row threadID_in_group * 2 + (i & 1), + 8 for i >= 2; col groupID;
+ *   c_i (i < 4): row groupID, + 8 for i >= 2; col threadID_in_group * 2 + (i & 1);
+ * two elements per 32-bit register, a_0 / b_0 in the low half. */
+static __global__ void mma_kernel(float *d, const float *A, const float *B) {
+    int group = threadIdx.x >> 2, tig = threadIdx.x % 4;
+    float av[8], bv[4];
+    for (int i = 0; i < 8; i++) {
+        int row = (i == 0 || i == 1 || i == 4 || i == 5) ? group : group + 8;
+        int col = tig * 2 + (i & 1) + (i >= 4 ? 8 : 0);
+        av[i] = A[row * 16 + col];
+    }
+    for (int i = 0; i < 4; i++) bv[i] = B[(tig * 2 + (i & 1) + (i >= 2 ? 8 : 0)) * 8 + group];
+    uint32_t a[4] = {bf16_pair(av[0], av[1]), bf16_pair(av[2], av[3]), bf16_pair(av[4], av[5]),
+                     bf16_pair(av[6], av[7])};
+    uint32_t b[2] = {bf16_pair(bv[0], bv[1]), bf16_pair(bv[2], bv[3])};
+    float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    mma_m16n8k16_bf16(c, a, b);
+    for (int i = 0; i < 4; i++) d[(group + (i >= 2 ? 8 : 0)) * 8 + tig * 2 + (i & 1)] = c[i];
+}
+
+extern "C" void emu_case_mma(float d[128], const float a[256], const float b[128]) {
+    float *da = device_floats(256), *db = device_floats(128), *dd = device_floats(128);
+    CHECK_CUDA(cudaMemcpy(da, a, 256 * sizeof(float), cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemcpy(db, b, 128 * sizeof(float), cudaMemcpyHostToDevice));
+    mma_kernel<<<1, 32>>>(dd, da, db);
+    CHECK_CUDA(cudaGetLastError());
+    CHECK_CUDA(cudaFree(da));
+    CHECK_CUDA(cudaFree(db));
+    download(d, dd, 128);
+}

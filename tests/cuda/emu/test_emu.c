@@ -4,7 +4,8 @@
  * claims to catch stops the process with its one-line report (each broken
  * kernel runs in a forked child). The cuBLASLt emulation is checked on a
  * product small enough to write out by hand, and the 16-bit conversions on
- * ties and overflow. Built and run only by `make test-cuda-emu`. */
+ * ties and overflow, and one tensor-core product on fragments built from
+ * the PTX ISA's formulas. Built and run only by `make test-cuda-emu`. */
 #include "../../testlib.h"
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
@@ -21,6 +22,7 @@ void emu_case_launch_errors(int errors[3]);
 unsigned short emu_bf16_bits(float v);
 unsigned short emu_half_bits(float v);
 int emu_under_asan(void);
+void emu_case_mma(float d[128], const float a[256], const float b[128]);
 
 enum { ABORTED = 128 + 6 }; /* SIGABRT */
 
@@ -146,6 +148,24 @@ static void test_lt_matmul(void) {
     cudaFree(da), cudaFree(db), cudaFree(dd), cudaFree(dbias);
 }
 
+/* One mma.sync against a float64 product. Entries are multiples of 1/8 in
+ * [-4, 4] (exact in bf16; every product and partial sum exact in f32), so D
+ * must match exactly. */
+static void test_mma(void) {
+    float a[256], b[128], d[128];
+    for (int i = 0; i < 256; i++) a[i] = (float)(rng_int(65) - 32) / 8.0f;
+    for (int i = 0; i < 128; i++) b[i] = (float)(rng_int(65) - 32) / 8.0f;
+    emu_case_mma(d, a, b);
+    int wrong = 0;
+    for (int r = 0; r < 16; r++)
+        for (int c = 0; c < 8; c++) {
+            double ref = 0;
+            for (int k = 0; k < 16; k++) ref += (double)a[r * 16 + k] * b[k * 8 + c];
+            wrong += d[r * 8 + c] != (float)ref;
+        }
+    CHECK(wrong == 0, "mma m16n8k16 from the ISA's fragment formulas: %d of 128 wrong", wrong);
+}
+
 /* Round to nearest even at ties, overflow to infinity. */
 static void test_conversions(void) {
     CHECK(emu_bf16_bits(1.00390625f) == 0x3f80, "bf16(1 + 2^-8) = %#x, want 0x3f80 (tie, even)",
@@ -171,6 +191,7 @@ int main(void) {
     test_race_varies();
     test_launch_errors();
     test_lt_matmul();
+    test_mma();
     test_conversions();
     return tests_done();
 }
