@@ -80,7 +80,8 @@ static void *host_copy(const tensor *t) {
     return h;
 }
 
-/* t = its sum over ranks (rank order: the same bits on every rank). */
+/* t = its sum over ranks: the same bits on every rank (host transports sum
+ * in rank order; NCCL in its own order, identical on every rank). */
 static void allreduce_f32(tensor *t, int64_t step) {
     if (on_cpu(t) || device_direct()) {
         dist_allreduce_tensor(t, step);

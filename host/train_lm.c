@@ -91,7 +91,8 @@ static double episode_positions(const episode *e, int64_t image_tokens) {
     return n + 1 + fused + (double)image_tokens + (double)e->items[e->k].n_tokens;
 }
 
-/* Sums every projector gradient over ranks (rank order: deterministic). */
+/* Sums every projector gradient over ranks: the same bits on every rank
+ * (host transports sum in rank order; NCCL in its own order). */
 static void allreduce_grads(trainer *t, int64_t step) {
     if (t->world == 1) return;
     for (int i = 0; i < t->proj.n_params; i++) {
