@@ -30,8 +30,8 @@
  * P is rounded to bf16 for the products while softmax sums stay f32, as
  * FlashAttention-2 does.
  *
- * Not yet done (unmeasured today): cp.async double buffering, 16-byte
- * global loads, ldmatrix, wgmma on sm_90a. */
+ * Not yet done (unmeasured today): cp.async double buffering, ldmatrix,
+ * wgmma on sm_90a. */
 #include "attention.cuh"
 #include "mma.cuh"
 #include <stdlib.h>
@@ -114,26 +114,51 @@ static __device__ __forceinline__ void accum(float out[2 * KD][4], const float w
     }
 }
 
+/* W consecutive bf16 as one access: 32 bits (W = 2) or 16 bytes (W = 8). */
+template <int W> struct chunk_of {
+    typedef uint32_t type;
+};
+template <> struct chunk_of<8> {
+    typedef uint4 type;
+};
+
+template <int W>
+static __device__ void stage_chunks(uint16_t *tile, const uint16_t *x, int64_t b, int64_t t0,
+                                    int64_t T, int64_t H, int64_t h, int hd, int hdp,
+                                    bool transpose) {
+    typedef typename chunk_of<W>::type chunk;
+    const int per_row = hdp / W;
+    for (int e = threadIdx.x; e < BK * per_row; e += blockDim.x) {
+        int r = e / per_row, d = W * (e % per_row);
+        int64_t t = t0 + r;
+        union {
+            chunk c;
+            uint16_t e[W];
+        } u;
+        memset(&u, 0, sizeof u);
+        if (t < T && d < hd) u.c = *(const chunk *)(x + ((b * T + t) * H + h) * hd + d);
+        if (transpose) {
+#pragma unroll
+            for (int j = 0; j < W; j++) tile[(d + j) * tr_stride() + r] = u.e[j];
+        } else {
+            *(chunk *)(tile + r * row_stride(hdp) + d) = u.c;
+        }
+    }
+}
+
 /* rows [t0, t0 + 64) of x[b, :, h, :] as bf16 into tile: [row][d] with
  * row_stride(hdp), or transposed ([d][row], tr_stride()); zero past T and
- * for d in [hd, hdp). Two elements per access (hd is even). */
+ * for d in [hd, hdp). 16-byte loads when every row allows them (hd a
+ * multiple of 8, x 16-byte aligned: all of aimc's models), else 32-bit ones
+ * (hd is even). Every tile and row stride is a multiple of 16 bytes. */
 static __device__ void stage_tile(uint16_t *tile, const void *xv, int64_t b, int64_t t0,
                                   int64_t T, int64_t H, int64_t h, int hd, int hdp,
                                   bool transpose) {
     const uint16_t *x = (const uint16_t *)xv;
-    const int pairs = hdp / 2;
-    for (int e = threadIdx.x; e < BK * pairs; e += blockDim.x) {
-        int r = e / pairs, d = 2 * (e % pairs);
-        int64_t t = t0 + r;
-        uint32_t v = 0;
-        if (t < T && d < hd) v = ld_u32(x + ((b * T + t) * H + h) * hd + d);
-        if (transpose) {
-            tile[d * tr_stride() + r] = (uint16_t)(v & 0xffffu);
-            tile[(d + 1) * tr_stride() + r] = (uint16_t)(v >> 16);
-        } else {
-            *(uint32_t *)(tile + r * row_stride(hdp) + d) = v;
-        }
-    }
+    if (hd % 8 == 0 && ((uintptr_t)x & 15) == 0)
+        stage_chunks<8>(tile, x, b, t0, T, H, h, hd, hdp, transpose);
+    else
+        stage_chunks<2>(tile, x, b, t0, T, H, h, hd, hdp, transpose);
 }
 
 /* Element e of accumulator tile n (row r0 + g (+ 8), column c0 + 8n + 2t (+ 1)). */

@@ -10,7 +10,7 @@
  * and every gpu op runs twice: the two results must be bitwise identical
  * (determinism). Shapes include odd sizes, misaligned row views, GQA,
  * causal with Tq != Tk, masks, biases, fully masked rows and the head dims
- * aimc uses (64, 80, 88, 128, plus 8 and 32).
+ * aimc uses (64, 80, 88, 128, plus 8, 32 and 36).
  *
  * Without a usable GPU this prints "cuda tests: no GPU (reason)" and fails:
  * `make test-cuda` is only run where a GPU is expected, or on the CPU
@@ -376,6 +376,7 @@ static void test_attentions(void) {
         {1, 70, 33, 2, 2, 64, 1, 0, 0, 0}, /* Tq > Tk: early queries see nothing */
         {3, 9, 9, 4, 4, 8, 1, 0, 0, 0},    /* the selfcheck's tiny head */
         {1, 50, 17, 3, 1, 32, 0, 1, 1, 0},
+        {2, 21, 40, 2, 1, 36, 1, 1, 0, 0}, /* hd not a multiple of 8: 32-bit tile loads */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         test_attention(&cases[i], DT_F32);
