@@ -193,19 +193,6 @@ static void run_steps(const clip_model *m, const pairs *p, int64_t i0, int64_t n
 
 static char g_dir[64];
 
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof sa;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) ||
-        getsockname(fd, (struct sockaddr *)&sa, &len))
-        die_test("no free port", strerror(errno));
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 static void setenv_int(const char *name, long v) {
     char b[32];
     snprintf(b, sizeof b, "%ld", v);
@@ -270,7 +257,7 @@ static void print_log(int split_id, int rank) {
 /* Runs one split over two ranks; 0 with both ranks' results read, else -1. */
 static int run_split(const pairs *p, const int64_t *split, int split_id, double (*losses)[DIST_STEPS],
                      float *heads[2], int64_t count) {
-    int port = free_port();
+    int port = tl_free_port();
     pid_t pid[2];
     fflush(NULL);
     for (int r = 0; r < 2; r++)

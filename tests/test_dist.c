@@ -221,20 +221,6 @@ static void setenv_int(const char *name, long v) {
 
 
 /* A port that was free a moment ago (bound to 127.0.0.1:0, then closed). */
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len)) {
-        printf("FAIL: no free port: %s\n", strerror(errno));
-        exit(1);
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static void log_path(char *buf, size_t n, const char *name, int rank) {
     snprintf(buf, n, "%s/%s.log%d", g_dir, name, rank);
 }
@@ -455,7 +441,7 @@ static unsigned char *check_collectives(const char *tag, int transport, size_t *
 
 /* TCP, every collective, 3 forked ranks. */
 static unsigned char *run_tcp_collectives(size_t *len) {
-    int port = free_port();
+    int port = tl_free_port();
     pid_t pids[WORLD];
     for (int r = 0; r < WORLD; r++) pids[r] = spawn_tcp_rank("tcp-collectives", "collectives-tcp", r, WORLD, port, "env");
     double deadline = aimc_now() + 20;
@@ -478,7 +464,7 @@ static void run_tcp_failure(const char *how, const char *style) {
     char scen[32], log[48];
     snprintf(scen, sizeof scen, "fail-%s", how);
     snprintf(log, sizeof log, "tcp-%s-%s", how, style);
-    int port = free_port();
+    int port = tl_free_port();
     pid_t pids[WORLD];
     double t0 = aimc_now();
     for (int r = 0; r < WORLD; r++) pids[r] = spawn_tcp_rank(log, scen, r, WORLD, port, style);
@@ -518,7 +504,7 @@ static void run_tcp_failure(const char *how, const char *style) {
 static void run_tcp_lonely(int rank) {
     char log[32], want[160];
     snprintf(log, sizeof log, "tcp-lonely%d", rank);
-    int port = free_port();
+    int port = tl_free_port();
     double t0 = aimc_now(), at = 0;
     pid_t pid = spawn_tcp_rank(log, "join", rank, 2, port, "env");
     int st = wait_until(pid, t0 + TIMEOUT_S + MARGIN_S, &at);

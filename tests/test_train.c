@@ -67,18 +67,6 @@ static const char *at(const char *name) {
 }
 
 
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = tl_alloc((size_t)n + 1);
-    s[fread(s, 1, (size_t)n, f)] = 0;
-    fclose(f);
-    return s;
-}
-
 static void write_text(const char *path, const char *text) {
     FILE *f = fopen(path, "w");
     if (!f || fputs(text, f) < 0 || fclose(f)) printf("FAIL: cannot write %s\n", path), exit(1);
@@ -152,18 +140,11 @@ static pid_t spawn(const cmdline *c, const char *log) {
     _exit(127);
 }
 
-static int wait_status(pid_t pid) {
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 /* Runs to the end; its output in *out (malloc'd, may be NULL). */
 static int run(const cmdline *c, char **out) {
     const char *log = at("last.log");
-    int st = wait_status(spawn(c, log));
-    char *text = read_text(log);
+    int st = tl_wait_status(spawn(c, log));
+    char *text = tl_read_text(log);
     if (out)
         *out = text;
     else
@@ -315,7 +296,7 @@ static void init_projector(const eval_set *s, projector *p) {
 static double logged_loss(const char *dir, int from, int to) {
     char path[512];
     snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
-    char *text = read_text(path);
+    char *text = tl_read_text(path);
     double sum = 0;
     int n = 0;
     for (char *s = text; s && (s = strstr(s, "{\"step\":")); s++) {
@@ -434,7 +415,7 @@ static void test_kill_after_checkpoint(void) {
     snprintf(latest, sizeof latest, "%s/latest", at("killed"));
     int seen = wait_for_file(latest, pid, 30);
     kill(pid, SIGKILL);
-    int st = wait_status(pid);
+    int st = tl_wait_status(pid);
     CHECK(seen && st == 128 + SIGKILL, "the run was not killed after its first checkpoint (status %d)", st);
     int64_t step = latest_step(at("killed"));
     CHECK(step >= 2 && step < 6, "killed run's latest checkpoint is at step %lld", (long long)step);
@@ -457,7 +438,7 @@ static void test_kill_during_write(void) {
         if (!writing) usleep(2000);
     }
     kill(pid, SIGKILL);
-    wait_status(pid);
+    tl_wait_status(pid);
     CHECK(seen && writing, "never saw the second checkpoint being written");
     CHECK(latest_step(at("torn")) == 2, "after a kill mid-write latest is step %lld, want 2",
           (long long)latest_step(at("torn")));
@@ -480,25 +461,13 @@ static cmdline dp_cmd(const char *out, const char *batch) {
     return c;
 }
 
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len))
-        printf("FAIL: no free port: %s\n", strerror(errno)), exit(1);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* Two ranks of the command make_cmd(out, "2") over TCP on the loopback,
  * each logging to OUT.rankN.log (printed when it fails); what prefixes the
  * failure message. */
 static int run_tcp_ranks_of(cmdline (*make_cmd)(const char *, const char *), const char *out,
                             const char *what) {
     static char port_kv[32];
-    snprintf(port_kv, sizeof port_kv, "MASTER_PORT=%d", free_port());
+    snprintf(port_kv, sizeof port_kv, "MASTER_PORT=%d", tl_free_port());
     pid_t pids[2];
     char log[2][512];
     for (int r = 0; r < 2; r++) {
@@ -512,9 +481,9 @@ static int run_tcp_ranks_of(cmdline (*make_cmd)(const char *, const char *), con
     }
     int ok = 1;
     for (int r = 0; r < 2; r++) {
-        int st = wait_status(pids[r]);
+        int st = tl_wait_status(pids[r]);
         if (st) {
-            char *text = read_text(log[r]);
+            char *text = tl_read_text(log[r]);
             printf("rank %d log:\n%s\n", r, text ? text : "");
             free(text);
         }
@@ -547,7 +516,7 @@ static double metric_at(const char *dir, int step, const char *key) {
     snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
     snprintf(head, sizeof head, "{\"step\":%d,", step);
     snprintf(pat, sizeof pat, "\"%s\":", key);
-    char *text = read_text(path);
+    char *text = tl_read_text(path);
     double x = NAN;
     for (char *line = text; line && *line && isnan(x);) {
         char *end = strchr(line, '\n'), *v = strstr(line, pat);
@@ -672,7 +641,7 @@ static void test_precedence(void) {
     if (!run_ok(&c, "config + command line")) return;
     char path[512];
     snprintf(path, sizeof path, "%s/config.conf", at("prec"));
-    char *text = read_text(path);
+    char *text = tl_read_text(path);
     const char *want[] = {"\nsteps = 2\n", "\nlr = 0.25\n",       "\nmax_text_tokens = 12\n",
                           "\nbatch = 2\n", "\nseed = 5\n",        "\nquery_prompt = \"Caption: #1\"\n",
                           "\nk = 1\n",     "\nbackbone = llava\n"};
@@ -747,7 +716,7 @@ static void test_refusals(void) {
     /* "prec" holds a linear projector's checkpoint at step 2 */
     char latest[512];
     snprintf(latest, sizeof latest, "%s/latest", at("prec"));
-    char *before = read_text(latest);
+    char *before = tl_read_text(latest);
     cmdline c = train_cmd(at("prec"));
     args(&c, (const char *[]){"--data", at("train/*.tar"), "--steps", "4", "--batch", "2",
                               "--max-text-tokens", "10", "--projector", "mlp", "--resume", NULL});
@@ -762,7 +731,7 @@ static void test_refusals(void) {
     CHECK(st == 1 && out && strstr(out, "already holds a checkpoint") && strstr(out, "--resume"),
           "fresh run over checkpoints: status %d, output:\n%s", st, out ? out : "");
     free(out);
-    char *after = read_text(latest);
+    char *after = tl_read_text(latest);
     CHECK(before && after && !strcmp(before, after) && latest_step(at("prec")) == 2,
           "a refused run changed the checkpoint directory");
     free(before);
@@ -781,7 +750,7 @@ static void test_nonfinite(void) {
     free(out);
     char path[512];
     snprintf(path, sizeof path, "%s/metrics.jsonl", at("nan1"));
-    char *m = read_text(path);
+    char *m = tl_read_text(path);
     CHECK(m && strstr(m, "{\"step\":2,") && strstr(strstr(m, "{\"step\":2,"), "\"skipped\":1"),
           "metrics do not mark step 2 skipped:\n%s", m ? m : "");
     free(m);
@@ -1062,7 +1031,7 @@ static void test_clip_export(void) {
         CHECK(ok, "export: %s missing, or not f32 of the expected shape and the checkpoint's values",
               want[i].name);
     }
-    char *json = read_text(json_path);
+    char *json = tl_read_text(json_path);
     CHECK(json && strstr(json, "\"clip_heads\"") && strstr(json, "\"d_proj\":\t16"), "export JSON:\n%s",
           json ? json : "(none)");
     free(json);

@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -181,4 +184,40 @@ static inline int tl_run_command(int (*cmd)(int, char **), int argc, char **argv
         CHECK(tl_rc_ == (status) && strstr(tl_msg_, (want)) != NULL,                       \
               "%s: want exit %d with '%s', got %d: %s", #fn, (status), (want), tl_rc_, tl_msg_); \
     } while (0)
+/* A TCP port on the loopback that was free a moment ago (for rank launches). */
+static inline int tl_free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len)) {
+        printf("FAIL: no free port: %s\n", strerror(errno));
+        exit(1);
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* A child's exit status, or 128 + its signal. */
+static inline int tl_wait_status(pid_t pid) {
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* A whole file as a string (malloc'd), or NULL when it cannot be opened. */
+static inline char *tl_read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = (char *)tl_alloc((size_t)(n > 0 ? n : 0) + 1);
+    s[fread(s, 1, (size_t)(n > 0 ? n : 0), f)] = 0;
+    fclose(f);
+    return s;
+}
+
 #endif

@@ -39,18 +39,6 @@ static const char *at(const char *name) {
     return s;
 }
 
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &len))
-        printf("FAIL: no free port\n"), exit(1);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* What a run trains: AIM on the tiny LLaVA config, or CLIP's projections
  * (contrastive, whose loss gathers every rank's features: NCCL's grouped
  * broadcasts). */
@@ -88,23 +76,6 @@ static pid_t spawn_train(const char *const *objective, const char *data, const c
     _exit(127);
 }
 
-static int wait_status(pid_t pid) {
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *s = tl_alloc(1 << 20);
-    size_t n = fread(s, 1, (1 << 20) - 1, f);
-    s[n] = 0;
-    fclose(f);
-    return s;
-}
-
 static int run_export(const char *run, const char *out) {
     char cmd[sizeof aimc_bin + 1200];
     snprintf(cmd, sizeof cmd, "'%s' export '%s' --out '%s' >/dev/null 2>&1", aimc_bin, run, out);
@@ -131,7 +102,7 @@ static double projector_diff(const char *a_path, const char *b_path) {
 
 /* Step losses logged in a run's log ("step N/3  loss X"). */
 static int losses(const char *log, double out[8]) {
-    char *text = read_text(log);
+    char *text = tl_read_text(log);
     int n = 0;
     for (char *p = text; p && n < 8 && (p = strstr(p, "  loss ")); p += 7) out[n++] = atof(p + 7);
     free(text);
@@ -139,7 +110,7 @@ static int losses(const char *log, double out[8]) {
 }
 
 static void print_log(const char *what, const char *log) {
-    char *text = read_text(log);
+    char *text = tl_read_text(log);
     printf("%s log:\n%s\n", what, text ? text : "(none)");
     free(text);
 }
@@ -152,11 +123,11 @@ static void test_two_ranks_equal_one(const char *name, const char *const *object
     snprintf(one, sizeof one, "%s1", name), snprintf(two, sizeof two, "%s2", name);
     snprintf(log1, sizeof log1, "%s1.log", name);
     for (int r = 0; r < 2; r++) snprintf(log_r[r], sizeof log_r[r], "%s2.rank%d.log", name, r);
-    int st1 = wait_status(spawn_train(objective, data, at(one), "4", -1, 1, 0, at(log1)));
-    int port = free_port();
+    int st1 = tl_wait_status(spawn_train(objective, data, at(one), "4", -1, 1, 0, at(log1)));
+    int port = tl_free_port();
     pid_t p0 = spawn_train(objective, data, at(two), "2", 0, 2, port, at(log_r[0]));
     pid_t p1 = spawn_train(objective, data, at(two), "2", 1, 2, port, at(log_r[1]));
-    int st0 = wait_status(p0), st1b = wait_status(p1);
+    int st0 = tl_wait_status(p0), st1b = tl_wait_status(p1);
     CHECK(st1 == 0, "%s: 1 rank x batch 4 failed (exit %d)", name, st1);
     CHECK(st0 == 0 && st1b == 0, "%s: 2 ranks failed (exits %d, %d)", name, st0, st1b);
     if (st1 || st0 || st1b) {
@@ -164,7 +135,7 @@ static void test_two_ranks_equal_one(const char *name, const char *const *object
         print_log("rank 1", at(log_r[1]));
         return;
     }
-    char *log0 = read_text(at(log_r[0]));
+    char *log0 = tl_read_text(at(log_r[0]));
     CHECK(log0 && !strstr(log0, "NCCL unavailable"), "%s: rank 0 did not use NCCL:\n%s", name, log0);
     free(log0);
     double l1[8], l2[8];
@@ -189,7 +160,7 @@ static void test_two_ranks_equal_one(const char *name, const char *const *object
  * at step 2: ncclAllReduce failed: remote process exited ...") within the
  * 20 s collective timeout plus a margin. */
 static void test_killed_rank(void) {
-    int port = free_port();
+    int port = tl_free_port();
     setenv("AIMC_TEST_STEP_DELAY_MS", "300", 1); /* keeps the run going while rank 1 dies */
     pid_t p0 = spawn_train(LM_ARGS, at("shards/*.tar"), at("killed"), "2", 0, 2, port, at("k0.log"));
     pid_t p1 = spawn_train(LM_ARGS, at("shards/*.tar"), at("killed"), "2", 1, 2, port, at("k1.log"));
@@ -197,17 +168,17 @@ static void test_killed_rank(void) {
     double t0 = aimc_now();
     int stepped = 0;
     while (!stepped && aimc_now() - t0 < 120 && waitpid(p1, NULL, WNOHANG) == 0) {
-        char *text = read_text(at("k0.log"));
+        char *text = tl_read_text(at("k0.log"));
         stepped = text && strstr(text, "step 1/3");
         free(text);
         if (!stepped) usleep(20000);
     }
     kill(p1, SIGKILL);
-    wait_status(p1);
+    tl_wait_status(p1);
     double t_kill = aimc_now();
-    int st0 = wait_status(p0);
+    int st0 = tl_wait_status(p0);
     double waited = aimc_now() - t_kill;
-    char *log0 = read_text(at("k0.log"));
+    char *log0 = tl_read_text(at("k0.log"));
     CHECK(stepped, "rank 0 never logged step 1");
     CHECK(st0 != 0 && log0 && strstr(log0, "aimc: error: rank 0/2"),
           "rank 0 after rank 1 was killed: exit %d, log:\n%s", st0, log0 ? log0 : "");
