@@ -265,7 +265,8 @@ void cuda_gemm(void *out, dtype out_dt, const void *a, dtype a_dt, const void *b
     }
     if (direct_combination(a_dt, b_dt, out_dt)) {
         /* The epilogue reads the bias with vector loads: only a 16-byte aligned
-         * one (a sliced bias may be less; the heuristic is not told). */
+         * one (a sliced bias may be less, and the heuristic is not told: the
+         * "misaligned address" fault of pytorch/pytorch#194497). */
         const void *epi_bias =
             bias && bias_dt == out_dt && ptr_alignment(bias) >= 16 ? bias : NULL;
         int applied =
