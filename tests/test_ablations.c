@@ -115,19 +115,6 @@ typedef struct table {
 } table;
 
 /* A whole text file, NUL-terminated (malloc'd), or NULL. */
-static char *read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = tl_alloc((size_t)(size > 0 ? size : 0) + 1);
-    size_t n = size > 0 ? fread(buf, 1, (size_t)size, f) : 0;
-    buf[n] = 0;
-    fclose(f);
-    return buf;
-}
-
 /* Splits line at commas into at most max + 1 fields (empty fields kept). */
 static int split_commas(char *line, char **fields, int max) {
     int n = 0;
@@ -140,7 +127,7 @@ static int split_commas(char *line, char **fields, int max) {
 /* results.csv: 0, or -1 when it cannot be read. */
 static int read_csv(const char *path, table *t) {
     memset(t, 0, sizeof *t);
-    t->text = read_file(path);
+    t->text = tl_read_text(path);
     if (!t->text) return -1;
     char *save = NULL;
     for (char *line = strtok_r(t->text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
@@ -284,7 +271,7 @@ static int md_cells(char *line, char **cells, int max) {
 
 static void check_markdown(const char *out, const table *t) {
     fx_path md = fx_join(out, "results.md");
-    char *text = read_file(md.s);
+    char *text = tl_read_text(md.s);
     CHECK(text != NULL, "cannot read %s", md.s);
     if (!text) return;
     int line_no = 0, rows = 0;
@@ -311,7 +298,7 @@ static void check_markdown(const char *out, const table *t) {
 
 static void check_summaries(const char *out, const table *t) {
     fx_path path = fx_join(out, "summaries.jsonl");
-    char *text = read_file(path.s);
+    char *text = tl_read_text(path.s);
     CHECK(text != NULL, "cannot read %s", path.s);
     if (!text) return;
     int r = 0;

@@ -40,18 +40,6 @@ static const char *at(const char *name) {
     return buf[k];
 }
 
-static unsigned char *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = tl_alloc((size_t)len + 1);
-    *n = fread(buf, 1, (size_t)len, f);
-    fclose(f);
-    return buf;
-}
-
 static void write_file(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
     if (!f || fwrite(data, 1, n, f) != n || fclose(f)) {
@@ -75,8 +63,8 @@ static uint64_t dir_fingerprint(const char *dir) {
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
         struct stat sb;
         if (stat(path, &sb) || !S_ISREG(sb.st_mode)) continue;
-        size_t n;
-        unsigned char *data = read_file(path, &n);
+        size_t n = 0;
+        unsigned char *data = tl_read_file(path, &n);
         uint64_t fh = ckpt_hash_text(de->d_name) ^ (uint64_t)sb.st_mtim.tv_nsec;
         for (size_t i = 0; data && i < n; i++) fh = (fh ^ data[i]) * 1099511628211ull;
         h ^= fh + (uint64_t)n; /* order independent */
@@ -302,7 +290,7 @@ static void test_truncated(void) {
     char err[1024];
     ckpt_write(at("good.aimc"), &s->c, err, sizeof err);
     size_t n;
-    unsigned char *good = read_file(at("good.aimc"), &n);
+    unsigned char *good = tl_read_file(at("good.aimc"), &n);
     size_t cuts[40] = {0, 1, 7, 8, 12, 100, 127, 128, 135, 136, 137, 200, n / 2, n - 9, n - 8, n - 5, n - 1};
     int ncuts = 17;
     while (ncuts < 40) cuts[ncuts++] = (size_t)rng_int((int64_t)n);
@@ -327,7 +315,7 @@ static void test_corrupt(void) {
     char err[1024];
     ckpt_write(at("good.aimc"), &s->c, err, sizeof err);
     size_t n;
-    unsigned char *good = read_file(at("good.aimc"), &n), *bad = tl_alloc(n);
+    unsigned char *good = tl_read_file(at("good.aimc"), &n), *bad = tl_alloc(n);
     /* bytes inside texts, table and data and the stored CRC: only the checksum can tell */
     size_t body[6] = {130, 200, n / 2, n - 20, n - 9, n - 8};
     for (int i = 0; i < 6; i++) {
@@ -464,7 +452,7 @@ static void test_killed_mid_write(void) {
     char path[1024], err[1024];
     ckpt_latest(child_dir, path, sizeof path, err, sizeof err);
     size_t n;
-    unsigned char *before = read_file(path, &n);
+    unsigned char *before = tl_read_file(path, &n);
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) slow_writer();
@@ -478,7 +466,7 @@ static void test_killed_mid_write(void) {
     waitpid(pid, &status, 0);
     CHECK(WIFSIGNALED(status) && size >= (4 << 20), "writer not killed mid-write (temp size %lld)", size);
     size_t n2;
-    unsigned char *after = read_file(path, &n2);
+    unsigned char *after = tl_read_file(path, &n2);
     CHECK(latest_step(child_dir) == 10, "after the kill latest names step %lld, want 10",
           (long long)latest_step(child_dir));
     CHECK(after && n2 == n && !memcmp(before, after, n), "the previous checkpoint changed");
@@ -548,7 +536,7 @@ static void check_safetensors_values(const char *path) {
 
 static void check_json(const char *path) {
     size_t n;
-    char *text = (char *)read_file(path, &n);
+    char *text = (char *)tl_read_file(path, &n);
     cJSON *j = text ? (text[n] = 0, cJSON_Parse(text)) : NULL;
     const cJSON *sd = cJSON_GetObjectItem(j, "state_dict"), *w = cJSON_GetObjectItem(sd, "fc1.weight");
     CHECK(j && !strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(j, "projector_type")), "mlp") &&
@@ -637,7 +625,7 @@ static void test_export(void) {
     sample *s = make_sample(1, 0, 0);
     ckpt_write(at("bad.aimc"), &s->c, err, sizeof err);
     size_t len;
-    unsigned char *bytes = read_file(at("bad.aimc"), &len);
+    unsigned char *bytes = tl_read_file(at("bad.aimc"), &len);
     bytes[len / 2] ^= 0x40;
     write_file(at("bad.aimc"), bytes, len);
     free(bytes);

@@ -287,24 +287,10 @@ static int wait_until(pid_t pid, double deadline, double *exited_at) {
 
 /* ===== parent: reading what the ranks wrote ============================== */
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = tl_alloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    fclose(f);
-    buf[got] = 0;
-    if (len) *len = got;
-    return buf;
-}
-
 static char *read_log(const char *name, int rank) {
     char path[256];
     log_path(path, sizeof path, name, rank);
-    char *s = slurp(path, NULL);
+    char *s = tl_read_file(path, NULL);
     return s ? s : strdup("");
 }
 
@@ -410,7 +396,7 @@ static unsigned char *check_collectives(const char *tag, int transport, size_t *
         char path[256];
         size_t len = 0;
         snprintf(path, sizeof path, "%s/%s.rank%d", g_dir, tag, r);
-        unsigned char *got = (unsigned char *)slurp(path, &len);
+        unsigned char *got = (unsigned char *)tl_read_file(path, &len);
         int32_t head[4] = {-1, -1, -1, -1};
         if (got && len >= sizeof head) memcpy(head, got, sizeof head);
         CHECK(got && len == sizeof head + ref.n, "%s rank %d: result file has %zu bytes, want %zu",
@@ -582,7 +568,7 @@ static int stray_ranks(void) {
         char path[300], *cmd;
         size_t len = 0;
         snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
-        if (!(cmd = slurp(path, &len))) continue;
+        if (!(cmd = tl_read_file(path, &len))) continue;
         /* cmdline is NUL-separated: argv[0], then "--child" */
         size_t a0 = strlen(cmd);
         if (!strcmp(cmd, g_self) && len > a0 + 1 && !strcmp(cmd + a0 + 1, "--child")) n++;

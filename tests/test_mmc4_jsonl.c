@@ -46,19 +46,6 @@ static void write_file(const char *path, const void *data, size_t n) {
     if (f) fclose(f);
 }
 
-static uint8_t *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *d = tl_alloc((size_t)len + 1);
-    *n = fread(d, 1, (size_t)len, f);
-    d[*n] = 0;
-    fclose(f);
-    return d;
-}
-
 static void append_file(const char *path, const char *text) {
     FILE *f = fopen(path, "ab");
     CHECK(f && fputs(text, f) >= 0, "cannot append to %s", path);
@@ -766,7 +753,7 @@ static void damage_and_model(file_model *files) {
         file_model *fm = &files[f];
         snprintf(fm->path, sizeof fm->path, "%s/%09d.jsonl", raw_dir, f);
         size_t n;
-        char *text = (char *)read_file(fm->path, &n), *save = NULL;
+        char *text = (char *)tl_read_file(fm->path, &n), *save = NULL;
         int line = 0;
         for (char *s = strtok_r(text, "\n", &save); s; s = strtok_r(NULL, "\n", &save), line++) {
             cJSON *doc = cJSON_Parse(s);

@@ -45,18 +45,6 @@ static void write_bytes(const char *path, const void *p, size_t n) {
     }
 }
 
-static void *read_whole(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    void *p = tl_alloc(*n);
-    if (fread(p, 1, *n, f) != *n) *n = 0;
-    fclose(f);
-    return p;
-}
-
 static int file_exists(const char *path) { return access(path, F_OK) == 0; }
 
 static void fill_random_bytes(void *p, size_t n) {
@@ -124,7 +112,7 @@ static void check_tensor_equal(const st_file *f, const char *name, st_dtype dt, 
 
 static void check_header_layout(const char *path) {
     size_t n;
-    unsigned char *raw = read_whole(path, &n);
+    unsigned char *raw = tl_read_file(path, &n);
     uint64_t hl;
     memcpy(&hl, raw, 8);
     CHECK((8 + hl) % 8 == 0, "header length %llu leaves the data unaligned",
@@ -384,7 +372,7 @@ static void test_python_fixture(void) {
     snprintf(path, sizeof path, "%s/fixtures/safetensors/python.safetensors", dir);
     snprintf(epath, sizeof epath, "%s/fixtures/safetensors/python_expected.json", dir);
     size_t n = 0;
-    char *text = read_whole(epath, &n);
+    char *text = tl_read_file(epath, &n);
     CHECK(text != NULL, "cannot read %s", epath);
     if (!text) return;
     cJSON *root = cJSON_ParseWithLength(text, n);
@@ -457,7 +445,7 @@ static void test_truncation(void) {
     CHECK(st_writer_save(w, full, err, sizeof err) == 0, "save: %s", err);
     st_writer_free(w);
     size_t n;
-    unsigned char *bytes = read_whole(full, &n);
+    unsigned char *bytes = tl_read_file(full, &n);
     const char *cut = tmp_path("cut.safetensors");
     int accepted = -1, unnamed = -1;
     for (size_t k = 0; k < n; k++) {
@@ -482,7 +470,7 @@ static volatile unsigned g_sink; /* keeps the reads of every tensor byte */
  * a message naming the file or gives tensors that lie inside the file. */
 static void test_mutations(void) {
     size_t n;
-    unsigned char *orig = read_whole(tmp_path("whole.safetensors"), &n);
+    unsigned char *orig = tl_read_file(tmp_path("whole.safetensors"), &n);
     unsigned char *b = tl_alloc(n);
     const char *path = tmp_path("mutated.safetensors");
     int unnamed = 0, outside = 0, opened = 0;

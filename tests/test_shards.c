@@ -66,19 +66,6 @@ static void write_file(const char *path, const void *d, size_t n) {
     fclose(f);
 }
 
-static uint8_t *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *d = tl_alloc((size_t)len + 1);
-    *n = fread(d, 1, (size_t)len, f);
-    d[*n] = 0;
-    fclose(f);
-    return d;
-}
-
 static void tmp_path(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", tmp_dir, name); }
 
 /* ======================================================================
@@ -754,7 +741,7 @@ static void test_fixtures(void) {
     char path[700];
     size_t n;
     snprintf(path, sizeof path, "%s/expected.json", fixture_dir);
-    char *text = (char *)read_file(path, &n);
+    char *text = (char *)tl_read_file(path, &n);
     CHECK(text != NULL, "cannot read %s", path);
     if (!text) return;
     cJSON *j = cJSON_Parse(text), *f;
@@ -1026,11 +1013,11 @@ static void test_synth(void) {
     synth_write(&o, d3, err, sizeof err);
     size_t n1, n2, n3;
     snprintf(p, sizeof p, "%s/000000001.tar.gz", d1);
-    uint8_t *b1 = read_file(p, &n1);
+    uint8_t *b1 = tl_read_file(p, &n1);
     snprintf(p, sizeof p, "%s/000000001.tar.gz", d2);
-    uint8_t *b2 = read_file(p, &n2);
+    uint8_t *b2 = tl_read_file(p, &n2);
     snprintf(p, sizeof p, "%s/000000001.tar.gz", d3);
-    uint8_t *b3 = read_file(p, &n3);
+    uint8_t *b3 = tl_read_file(p, &n3);
     CHECK(b1 && b2 && b3 && n1 == n2 && !memcmp(b1, b2, n1), "synth: same seed, different bytes");
     CHECK(b1 && b3 && (n1 != n3 || memcmp(b1, b3, n1)), "synth: another seed, same bytes");
     free(b1);
@@ -1057,7 +1044,7 @@ static void test_inspect(void) {
     /* a truncated copy of shard 0 and an unreadable file */
     size_t n;
     snprintf(path, sizeof path, "%s/00000.tar", dir);
-    uint8_t *d = read_file(path, &n);
+    uint8_t *d = tl_read_file(path, &n);
     snprintf(path, sizeof path, "%s/00002.tar", dir);
     write_file(path, d, n / 2);
     snprintf(path, sizeof path, "%s/00003.tar", dir);

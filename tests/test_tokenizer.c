@@ -28,19 +28,6 @@ static const char *fixture_root(void) {
     return roots[0];
 }
 
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = tl_alloc((size_t)len + 1);
-    *n = fread(buf, 1, (size_t)len, f);
-    buf[*n] = 0;
-    fclose(f);
-    return buf;
-}
-
 /* "48656c" -> bytes; returns the length. */
 static size_t unhex(const char *hex, char *out) {
     size_t n = strlen(hex) / 2;
@@ -207,7 +194,7 @@ static void check_fixture(const fixture *fx) {
     size_t n;
     tokenizer *tok = load_fixture(fx->name);
     snprintf(path, sizeof path, "%s/%s/expected.json", fixture_root(), fx->name);
-    char *text = slurp(path, &n);
+    char *text = tl_read_file(path, &n);
     cJSON *exp = text ? cJSON_Parse(text) : NULL;
     CHECK(exp != NULL, "cannot read %s", path);
     if (!tok || !exp) goto done;

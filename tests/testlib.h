@@ -207,17 +207,23 @@ static inline int tl_wait_status(pid_t pid) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-/* A whole file as a string (malloc'd), or NULL when it cannot be opened. */
-static inline char *tl_read_text(const char *path) {
+/* A whole file (malloc'd, with a NUL after its bytes; its length in *n when
+ * n is given), or NULL when it cannot be opened. */
+static inline void *tl_read_file(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
-    long n = ftell(f);
+    long len = ftell(f);
     fseek(f, 0, SEEK_SET);
-    char *s = (char *)tl_alloc((size_t)(n > 0 ? n : 0) + 1);
-    s[fread(s, 1, (size_t)(n > 0 ? n : 0), f)] = 0;
+    char *s = (char *)tl_alloc((size_t)(len > 0 ? len : 0) + 1);
+    size_t got = len > 0 ? fread(s, 1, (size_t)len, f) : 0;
+    s[got] = 0;
     fclose(f);
+    if (n) *n = got;
     return s;
 }
+
+/* A whole text file as a string (malloc'd), or NULL. */
+static inline char *tl_read_text(const char *path) { return (char *)tl_read_file(path, NULL); }
 
 #endif
